@@ -1,0 +1,160 @@
+"""The training loop: one place for data, model, optimiser, loss, validation, history, plots and checkpoints."""
+import dataclasses
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models import MODEL_NAMES, ConvNet, count_parameters, resolve_backend
+from utils import data as data_mod
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.device import resolve_device
+from utils.errors import Interrupted, UserError
+from utils.evaluate import evaluate
+from utils.files import write_csv, write_json
+from utils.plotting import plot_loss
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class RunDir:
+    """The files of one training run under <outdir>/train."""
+
+    def __init__(self, outdir):
+        self.root = Path(outdir) / "train"
+        self.ckpt = self.root / "ckpt"
+        self.last = self.ckpt / "last.pth"  # full state after the latest finished epoch, for --resume
+        self.history_json = self.root / "history.json"
+        self.history_csv = self.root / "history.csv"
+        self.loss_png = self.root / "loss.png"
+
+    def has_run(self):
+        return self.root.exists() and any(self.root.iterdir())
+
+    def checkpoint(self, epoch):
+        return self.ckpt / f"model_{epoch}.pth"
+
+
+def prepare_data(cfg):
+    full = data_mod.load_cifar10(cfg.data_dir, train=True, download=cfg.download)
+    full = data_mod.stratified_subset(full, cfg.train_subset, cfg.random_seed)
+    return data_mod.split_train_val(full, cfg.test_size, cfg.random_seed)
+
+
+def resume_state(run, cfg):
+    """Model/optimizer/history of the latest finished epoch, checked against the config."""
+    if not run.last.exists():
+        raise UserError(f"--resume: no resumable checkpoint at {run.last}; start the run without --resume")
+    state = load_checkpoint(run.last)
+    if state["model_type"] != cfg.model_type or list(state["conv_ch"]) != list(cfg.conv_ch):
+        raise UserError(
+            f"--resume: {run.last} is model_type {state['model_type']} with conv_ch {state['conv_ch']}, the config says "
+            f"model_type {cfg.model_type} with conv_ch {cfg.conv_ch}; use the config the run was started with"
+        )
+    if state["epoch"] >= cfg.num_epoch:
+        raise UserError(f"--resume: the run in {run.root} already has {state['epoch']} epochs; raise num_epoch above {state['epoch']} to extend it")
+    return state
+
+
+def train(cfg, resume=False, overwrite=False, resume_command="--resume"):
+    """Train the model a TrainConfig describes; returns the per-epoch history."""
+    run = RunDir(cfg.outdir)
+    if run.has_run() and not (resume or overwrite):
+        raise UserError(f"{run.root} already holds a training run; add --resume to continue it or --overwrite to replace it (or change outdir)")
+    state = resume_state(run, cfg) if resume else None
+    device = resolve_device(cfg.device)
+    backend = resolve_backend(cfg.dcn_backend, device)
+    seed_everything(cfg.random_seed)
+    train_set, val_set = prepare_data(cfg)
+
+    model = ConvNet(cfg.model_type, cfg.conv_ch, backend=backend).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    history, start_epoch = [], 1
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        # A resumed run may change these (e.g. a new learning rate); the config wins, as it does for num_epoch.
+        for group in optimizer.param_groups:
+            group["lr"], group["weight_decay"] = cfg.learning_rate, cfg.weight_decay
+        torch.set_rng_state(state["torch_rng"])
+        history, start_epoch = list(state["history"]), state["epoch"] + 1
+    elif overwrite and run.root.exists():
+        shutil.rmtree(run.root)  # only now: a config or data error above leaves the old run untouched
+
+    name = MODEL_NAMES[cfg.model_type]
+    config_dict = dataclasses.asdict(cfg)
+    train_batches = data_mod.Batches(train_set, cfg.batch_size, device, shuffle=True, seed=cfg.random_seed)
+    val_batches = data_mod.Batches(val_set, cfg.batch_size, device)
+    print(
+        f"training {name} ({count_parameters(model):,} parameters) on {len(train_set):,} images, validating on "
+        f"{len(val_set):,}; {device}, dcn_backend={backend}, epochs {start_epoch}..{cfg.num_epoch}, writing {run.root}"
+    )
+    if state is None:
+        save_checkpoint(run.last, model, optimizer, 0, history, config_dict)  # so even a Ctrl-C in epoch 1 can resume
+
+    for epoch in range(start_epoch, cfg.num_epoch + 1):
+        try:
+            train_loss, seconds = train_one_epoch(model, optimizer, train_batches, epoch, cfg.num_epoch)
+            val = evaluate(model, val_batches)
+            history.append(
+                {"epoch": epoch, "train_loss": train_loss, "val_loss": val.loss, "val_accuracy": val.accuracy,
+                 "train_seconds": seconds, "val_seconds": val.seconds}
+            )
+            print(f"epoch {epoch}/{cfg.num_epoch}: train loss {train_loss:.4f}, val loss {val.loss:.4f}, val acc {val.accuracy:.4f}, {seconds:.1f}s")
+            write_json(run.history_json, history)
+            write_csv(run.history_csv, history)
+            plot_loss(history, run.loss_png, f"{name}: loss per epoch")
+            if epoch % cfg.save_epoch_freq == 0 or epoch == cfg.num_epoch:
+                save_checkpoint(run.checkpoint(epoch), model, optimizer, epoch, history, config_dict)
+            save_checkpoint(run.last, model, optimizer, epoch, history, config_dict)
+        except KeyboardInterrupt:
+            done = history[-1]["epoch"] if history else 0  # last.pth is written last: it holds `done` epochs
+            raise Interrupted(f"interrupted in epoch {epoch}; {done} finished epochs are saved in {run.last}; continue with: {resume_command}") from None
+        except NonFiniteLoss as e:
+            raise UserError(
+                f"training stopped: the loss became {e.value} in epoch {epoch}, batch {e.batch}; the last good checkpoint "
+                f"({epoch - 1} epochs) is {run.last}; lower learning_rate and start again with --overwrite"
+            ) from None
+        except torch.OutOfMemoryError:
+            raise UserError(
+                f"out of GPU memory in epoch {epoch} at batch_size {cfg.batch_size}; set a smaller batch_size (e.g. {max(1, cfg.batch_size // 2)})"
+            ) from None
+    print(f"done: {run.loss_png}, {run.history_json}, {run.checkpoint(cfg.num_epoch)}")
+    return history
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, value, batch):
+        super().__init__(f"loss {value} at batch {batch}")
+        self.value, self.batch = value, batch
+
+
+def train_one_epoch(model, optimizer, batches, epoch, num_epoch):
+    """One pass over the training batches; returns (mean training loss per image, seconds)."""
+    model.train()
+    batches.epoch = epoch  # the shuffle order depends only on (seed, epoch)
+    loss_sum, n = 0.0, 0
+    start = time.perf_counter()
+    bar = tqdm(batches, desc=f"epoch {epoch}/{num_epoch}", leave=False, dynamic_ncols=True, disable=None)  # off when not a terminal
+    for batch, (images, labels) in enumerate(bar, start=1):
+        loss = F.cross_entropy(model(images), labels)
+        value = loss.item()
+        if not np.isfinite(value):
+            raise NonFiniteLoss(value, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += value * labels.numel()
+        n += labels.numel()
+        bar.set_postfix(loss=f"{loss_sum / n:.4f}")
+    bar.close()
+    return loss_sum / n, time.perf_counter() - start
