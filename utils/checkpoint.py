@@ -4,6 +4,7 @@ Only tensors, numbers, strings, lists and dicts are stored, so `torch.load(weigh
 them; a file that carries any other pickled object (which could run code when unpickled) is refused.
 """
 import pickle
+import re
 import zipfile
 
 import torch
@@ -35,8 +36,10 @@ def load_checkpoint(path):
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist; train first or fix the path")
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        raise UserError(f"refusing checkpoint {path}: it holds objects that are not plain weights ({first}); only load files this tool wrote")
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:  # the file asks to import and call something: refused before anything runs
+            raise UserError(f"refusing checkpoint {path}: it holds a pickled {found.group(1)}, not plain weights; only load files this tool wrote")
+        raise UserError(f"checkpoint {path} is truncated or corrupt (not a readable checkpoint); use another checkpoint or retrain")
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise UserError(f"checkpoint {path} is truncated or corrupt ({e.__class__.__name__}); use another checkpoint or retrain")
     required = ("model_type", "conv_ch", "model")

@@ -1,0 +1,107 @@
+"""The "gather" op against torchvision's deform_conv2d: values and every gradient, many shapes."""
+import pytest
+import torch
+import torchvision
+
+from models import ConvNet
+from models.deform_ops import deform_conv2d_gather, resolve_backend
+
+CASES = [
+    # N, C, H, W, O, k, stride, pad, dil, offset_groups, weight_groups
+    (2, 4, 7, 6, 5, 3, 1, 1, 1, 1, 1),
+    (1, 6, 9, 8, 4, 3, 2, 1, 2, 3, 1),
+    (2, 4, 5, 5, 6, 1, 1, 0, 1, 2, 1),
+    (1, 8, 6, 7, 4, 3, 1, 2, 1, 2, 2),
+    (3, 3, 8, 8, 4, 2, 2, 0, 1, 1, 1),
+    (2, 4, 10, 9, 3, 3, 3, 1, 3, 4, 1),
+]
+
+
+def random_inputs(case, mask, dtype, scale, seed=0):
+    n, c, h, w, o, k, s, p, d, og, wg = case
+    g = torch.Generator().manual_seed(seed)
+    ho, wo = (h + 2 * p - d * (k - 1) - 1) // s + 1, (w + 2 * p - d * (k - 1) - 1) // s + 1
+    x = torch.randn(n, c, h, w, generator=g, dtype=dtype)
+    # Large offsets push many sampling points outside the image (and some far outside).
+    off = torch.randn(n, 2 * og * k * k, ho, wo, generator=g, dtype=dtype) * scale
+    weight = torch.randn(o, c // wg, k, k, generator=g, dtype=dtype)
+    bias = torch.randn(o, generator=g, dtype=dtype)
+    m = torch.rand(n, og * k * k, ho, wo, generator=g, dtype=dtype) if mask else None
+    tensors = [t.requires_grad_() for t in (x, off, weight, bias, m) if t is not None]
+    return tensors, dict(stride=(s, s), padding=(p, p), dilation=(d, d))
+
+
+def both(tensors, opts):
+    x, off, weight, bias, *m = tensors
+    m = m[0] if m else None
+    ref = torchvision.ops.deform_conv2d(x, off, weight, bias, mask=m, **opts)
+    ours = deform_conv2d_gather(x, off, weight, bias, mask=m, **opts)
+    return ref, ours
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("mask", [False, True])
+@pytest.mark.parametrize("scale", [0.0, 0.7, 4.0])
+def test_matches_torchvision_float64(case, mask, scale):
+    tensors, opts = random_inputs(case, mask, torch.float64, scale)
+    ref, ours = both(tensors, opts)
+    assert ours.shape == ref.shape
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    grad = torch.randn_like(ref)
+    for g_ref, g_ours in zip(torch.autograd.grad(ref, tensors, grad), torch.autograd.grad(ours, tensors, grad)):
+        torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_matches_torchvision_float32_relative(mask):
+    tensors, opts = random_inputs((4, 16, 12, 12, 24, 3, 1, 1, 1, 1, 1), mask, torch.float32, 1.5)
+    ref, ours = both(tensors, opts)
+    rel = (ours - ref).abs().max() / ref.abs().max()
+    assert rel < 1e-4
+    grad = torch.randn_like(ref)
+    for g_ref, g_ours in zip(torch.autograd.grad(ref, tensors, grad), torch.autograd.grad(ours, tensors, grad)):
+        assert (g_ours - g_ref).abs().max() / g_ref.abs().max().clamp_min(1e-12) < 1e-4
+
+
+def test_integer_sampling_points_on_the_border_match():
+    # Zero offsets put taps exactly on -1 and H: the border rule must agree there too (gradients included).
+    tensors, opts = random_inputs((2, 3, 5, 5, 2, 3, 1, 1, 1, 1, 1), True, torch.float64, 0.0)
+    tensors[1].data.round_()
+    ref, ours = both(tensors, opts)
+    for g_ref, g_ours in zip(torch.autograd.grad(ref.sum(), tensors), torch.autograd.grad(ours.sum(), tensors)):
+        torch.testing.assert_close(g_ours, g_ref)
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_gradcheck_float64(mask):
+    tensors, opts = random_inputs((1, 2, 4, 4, 2, 3, 1, 1, 1, 1, 1), mask, torch.float64, 0.6, seed=3)
+    x, off, weight, bias, *m = tensors
+
+    def fn(x, off, weight, bias, *m):
+        return deform_conv2d_gather(x, off, weight, bias, mask=m[0] if m else None, **opts)
+
+    assert torch.autograd.gradcheck(fn, tuple(tensors), eps=1e-6, atol=1e-5)
+
+
+def test_auto_backend_rule():
+    assert resolve_backend("auto", "cpu") == "gather"
+    assert resolve_backend("auto", "cuda") == "torchvision"
+    assert resolve_backend("torchvision", "cpu") == "torchvision"
+
+
+@pytest.mark.parametrize("model_type", [2, 3])
+def test_checkpoint_moves_between_backends(model_type):
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    model = ConvNet(model_type, [4, 8], backend="gather")
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+    for _ in range(3):  # a few steps so that offsets (and masks) are no longer zero
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    assert model.features[0].offset.weight.abs().sum() > 0
+    other = ConvNet(model_type, [4, 8], backend="torchvision")
+    other.load_state_dict(model.state_dict())
+    model.eval(), other.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(other(x), model(x), rtol=1e-4, atol=1e-5)

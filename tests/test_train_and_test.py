@@ -1,0 +1,172 @@
+"""train_<name>.py -> test_<name>.py end to end on synthetic data, and the run-safety rules."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_test_config, make_train_config, run_script, write_config
+from models import ConvNet
+from utils import train as train_mod
+from utils.checkpoint import load_checkpoint
+from utils.config import TrainConfig, parse_config
+from utils.data import Batches, split_train_val
+from utils.evaluate import evaluate
+
+
+def files_under(path):
+    path = Path(path)
+    return {str(p.relative_to(path)): p.stat().st_mtime_ns for p in path.rglob("*")} if path.exists() else {}
+
+
+@pytest.mark.parametrize("model_type", [1, 2, 3])
+def test_train_then_test_writes_everything(tmp_path, synthetic_data, model_type, capsys):
+    cfg = write_config(tmp_path / "train.json", make_train_config(tmp_path, model_type, num_epoch=3, save_epoch_freq=2))
+    assert run_script("train", model_type, cfg) == 0
+    train_dir = tmp_path / "run" / "train"
+    for name in ("loss.png", "history.json", "history.csv", "ckpt/model_2.pth", "ckpt/model_3.pth", "ckpt/last.pth"):
+        assert (train_dir / name).stat().st_size > 0, name
+    assert not (train_dir / "ckpt/model_1.pth").exists()
+    history = json.loads((train_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]  # a short run lowers the loss
+    state = load_checkpoint(train_dir / "ckpt/model_3.pth")
+    assert state["model_type"] == model_type and state["conv_ch"] == [8, 16] and state["config"]["num_epoch"] == 3
+
+    test_cfg = write_config(tmp_path / "test.json", make_test_config(tmp_path, model_type, epoch=3))
+    assert run_script("test", model_type, test_cfg) == 0
+    metrics = json.loads((tmp_path / "run" / "test" / "metrics.json").read_text())
+    assert metrics["test_images"] == 50 and 0 <= metrics["accuracy"] <= 1
+    assert sum(map(sum, metrics["confusion_matrix"])) == 50
+    assert metrics["accuracy"] == sum(metrics["confusion_matrix"][i][i] for i in range(10)) / 50
+    assert (tmp_path / "run" / "test" / "confusion_matrix.png").stat().st_size > 0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_validation_loss_is_over_the_validation_split_alone(tmp_path, synthetic_data):
+    raw = make_train_config(tmp_path, 1, num_epoch=1)
+    assert run_script("train", 1, write_config(tmp_path / "t.json", raw)) == 0
+    history = json.loads((tmp_path / "run/train/history.json").read_text())
+    state = load_checkpoint(tmp_path / "run/train/ckpt/model_1.pth")
+    model = ConvNet(1, [8, 16])
+    model.load_state_dict(state["model"])
+    cfg = parse_config(raw, TrainConfig)
+    _, val = split_train_val(train_mod.data_mod.load_cifar10(None, True, False), cfg.test_size, cfg.random_seed)
+    again = evaluate(model, Batches(val, 7, "cpu"))
+    assert history[0]["val_loss"] == pytest.approx(again.loss, rel=1e-5)
+    assert history[0]["val_accuracy"] == again.accuracy
+
+
+def test_existing_run_is_refused_then_resumed_or_overwritten(tmp_path, synthetic_data, capsys):
+    cfg = write_config(tmp_path / "t.json", make_train_config(tmp_path, 1, num_epoch=1))
+    assert run_script("train", 1, cfg) == 0
+    before = files_under(tmp_path / "run")
+    assert run_script("train", 1, cfg) == 2
+    err = capsys.readouterr().err
+    assert "already holds a training run" in err and "--resume" in err and "--overwrite" in err
+    assert files_under(tmp_path / "run") == before
+    assert run_script("train", 1, cfg, "--overwrite") == 0
+    assert files_under(tmp_path / "run") != before
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path, synthetic_data):
+    for model_type in (1, 3):
+        full = tmp_path / f"full{model_type}"
+        part = tmp_path / f"part{model_type}"
+        cfg_full = write_config(tmp_path / "full.json", make_train_config(tmp_path, model_type, outdir=str(full), num_epoch=3))
+        cfg_part = make_train_config(tmp_path, model_type, outdir=str(part), num_epoch=1)
+        assert run_script("train", model_type, cfg_full) == 0
+        assert run_script("train", model_type, write_config(tmp_path / "part.json", cfg_part)) == 0
+        cfg_part["num_epoch"] = 3  # extend the finished 1-epoch run to 3
+        assert run_script("train", model_type, write_config(tmp_path / "part.json", cfg_part), "--resume") == 0
+        a, b = load_checkpoint(full / "train/ckpt/last.pth"), load_checkpoint(part / "train/ckpt/last.pth")
+        for key in a["model"]:
+            assert torch.equal(a["model"][key], b["model"][key]), key
+        strip = lambda h: [{k: v for k, v in e.items() if not k.endswith("seconds")} for e in h]  # noqa: E731
+        assert strip(a["history"]) == strip(b["history"])
+
+
+def test_resume_of_a_finished_run_says_how_to_extend(tmp_path, synthetic_data, capsys):
+    cfg = write_config(tmp_path / "t.json", make_train_config(tmp_path, 1, num_epoch=1))
+    assert run_script("train", 1, cfg) == 0
+    assert run_script("train", 1, cfg, "--resume") == 2
+    assert "raise num_epoch" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, synthetic_data, monkeypatch, capsys):
+    real = train_mod.train_one_epoch
+
+    def interrupt_in_epoch_2(model, optimizer, batches, epoch, num_epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(model, optimizer, batches, epoch, num_epoch)
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", interrupt_in_epoch_2)
+    cfg = write_config(tmp_path / "t.json", make_train_config(tmp_path, 1, num_epoch=3))
+    assert run_script("train", 1, cfg) == 130
+    err = capsys.readouterr().err
+    assert "interrupted in epoch 2" in err and "--resume" in err and "Traceback" not in err
+    assert load_checkpoint(tmp_path / "run/train/ckpt/last.pth")["epoch"] == 1
+    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+    assert run_script("train", 1, cfg, "--resume") == 0
+    assert [h["epoch"] for h in json.loads((tmp_path / "run/train/history.json").read_text())] == [1, 2, 3]
+
+
+def test_non_finite_loss_stops_with_epoch_and_batch(tmp_path, synthetic_data, capsys):
+    cfg = write_config(tmp_path / "t.json", make_train_config(tmp_path, 1, learning_rate=1e30, num_epoch=3))
+    assert run_script("train", 1, cfg) == 2
+    err = capsys.readouterr().err
+    assert "the loss became" in err and "epoch" in err and "batch" in err and "lower learning_rate" in err
+    last = load_checkpoint(tmp_path / "run/train/ckpt/last.pth")
+    assert all(torch.isfinite(t).all() for t in last["model"].values() if t.is_floating_point())
+
+
+def test_checkpoint_that_runs_code_is_refused_without_running_it(tmp_path, synthetic_data, capsys):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    bad = tmp_path / "evil.pth"
+    torch.save({"model_type": 1, "conv_ch": [8, 16], "model": {}, "payload": Evil()}, bad)
+    cfg = write_config(tmp_path / "test.json", make_test_config(tmp_path, 1, model=str(bad)))
+    assert run_script("test", 1, cfg) == 2
+    assert "refusing checkpoint" in capsys.readouterr().err
+    assert not marker.exists()
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "missing"])
+def test_damaged_checkpoint_is_a_clear_error(tmp_path, synthetic_data, capsys, damage):
+    assert run_script("train", 1, write_config(tmp_path / "t.json", make_train_config(tmp_path, 1, num_epoch=1))) == 0
+    ckpt = tmp_path / "run/train/ckpt/model_1.pth"
+    if damage == "truncated":
+        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    elif damage == "garbage":
+        ckpt.write_bytes(b"not a checkpoint at all")
+    else:
+        ckpt.unlink()
+    assert run_script("test", 1, write_config(tmp_path / "test.json", make_test_config(tmp_path, 1, epoch=1))) == 2
+    err = capsys.readouterr().err
+    assert ("corrupt" in err or "does not exist" in err) and "Traceback" not in err
+    assert not (tmp_path / "run/test").exists()
+
+
+@pytest.mark.parametrize("change", [{"model_type": 2}, {"conv_ch": [8, 32]}])
+def test_checkpoint_for_another_model_is_refused(tmp_path, synthetic_data, capsys, change):
+    assert run_script("train", 1, write_config(tmp_path / "t.json", make_train_config(tmp_path, 1, num_epoch=1))) == 0
+    cfg = {**make_test_config(tmp_path, 1, epoch=1), **change}
+    model_type = cfg["model_type"]
+    assert run_script("test", model_type, write_config(tmp_path / "test.json", cfg)) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint" in err and "holds model_type 1" in err
+    assert not (tmp_path / "run/test").exists()
+
+
+def test_data_missing_is_one_clear_message(tmp_path, capsys):
+    cfg = write_config(tmp_path / "t.json", make_train_config(tmp_path, 1, data_dir=str(tmp_path / "nowhere")))
+    assert run_script("train", 1, cfg) == 2
+    err = capsys.readouterr().err
+    assert "CIFAR-10 not found" in err and "nowhere" in err and "data_dir" in err
+    assert not (tmp_path / "run").exists()
