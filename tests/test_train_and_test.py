@@ -170,3 +170,34 @@ def test_data_missing_is_one_clear_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "CIFAR-10 not found" in err and "nowhere" in err and "data_dir" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_gpu_out_of_memory_suggests_a_smaller_batch(tmp_path, synthetic_data, monkeypatch, capsys):
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", out_of_memory)
+    assert run_script("train", 1, write_config(tmp_path / "t.json", make_train_config(tmp_path, 1, batch_size=64))) == 2
+    err = capsys.readouterr().err
+    assert "out of GPU memory" in err and "smaller batch_size (e.g. 32)" in err and "Traceback" not in err
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, synthetic_data, monkeypatch):
+    cfg = write_config(tmp_path / "t.json", make_train_config(tmp_path, 1, num_epoch=1))
+    assert run_script("train", 1, cfg) == 0
+    last = tmp_path / "run/train/ckpt/last.pth"
+    good = last.read_bytes()
+    real_save = torch.save
+
+    def crash_half_way(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_half_way)
+    from utils.checkpoint import save_checkpoint
+
+    with pytest.raises(OSError):
+        save_checkpoint(last, ConvNet(1, [8, 16]), None, 5, [], {})
+    monkeypatch.setattr(torch, "save", real_save)
+    assert last.read_bytes() == good
+    assert not [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]

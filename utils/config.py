@@ -78,6 +78,21 @@ def optional_subset(v):
     return None if v is None or (_is_int(v) and v >= 20) else "must be null (all images) or a whole number >= 20"
 
 
+def backend_list(v):
+    ok = isinstance(v, list) and len(v) >= 1 and all(b in BACKENDS for b in v)
+    return None if ok else "must be a non-empty list of " + ", ".join(f'"{b}"' for b in BACKENDS)
+
+
+def seed_list(v):
+    ok = isinstance(v, list) and len(v) >= 1 and all(_is_int(x) and x >= 0 for x in v) and len(set(v)) == len(v)
+    return None if ok else "must be a non-empty list of distinct whole numbers >= 0, e.g. [0, 1, 2]"
+
+
+def model_list(v):
+    ok = isinstance(v, list) and len(v) >= 1 and all(model_type(x) is None for x in v) and len(set(v)) == len(v)
+    return None if ok else "must be a non-empty list of distinct model types from 1, 2, 3"
+
+
 def check(fn):
     """Attach a validator to a dataclass field (no default: the key is required)."""
     return field(metadata={"check": fn})
@@ -119,6 +134,42 @@ class TestConfig:
     download: bool = optional(boolean, True)
     device: str = optional(device, "auto")
     dcn_backend: str = optional(dcn_backend, "auto")
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    outdir: str = optional(text, "./result")
+    batch_size: int = optional(positive_int, 32)
+    conv_ch: list = optional(channel_list, (64, 128))
+    warmup: int = optional(non_negative_int, 2)
+    repeats: int = optional(positive_int, 5)
+    device: str = optional(device, "auto")
+    backends: list = optional(backend_list, ("torchvision", "gather"))
+    # Real images for the data-pipeline share (random images are used when these are missing).
+    data_dir: str = optional(text, "./data")
+    download: bool = optional(boolean, False)
+    data_batches: int = optional(positive_int, 100)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    protocol: str = check(text)  # a label written on every table and figure, e.g. "cpu-quick" or "full"
+    outdir: str = check(text)
+    seeds: list = check(seed_list)
+    conv_ch: list = check(channel_list)
+    batch_size: int = check(positive_int)
+    test_size: float = check(open_fraction)
+    learning_rate: float = check(positive_float)
+    weight_decay: float = check(non_negative_float)
+    num_epoch: int = check(positive_int)
+    models: list = optional(model_list, (1, 2, 3))
+    train_subset: Optional[int] = optional(optional_subset, None)
+    eval_batch_size: int = optional(positive_int, 500)
+    data_dir: str = optional(text, "./data")
+    download: bool = optional(boolean, True)
+    device: str = optional(device, "auto")
+    dcn_backend: str = optional(dcn_backend, "auto")
+    aggregate_only: bool = optional(boolean, False)  # only summarise the runs already in outdir
 
 
 def parse_config(raw, cls, source="config"):

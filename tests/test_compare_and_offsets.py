@@ -1,0 +1,113 @@
+"""compare.py aggregation math and end to end; visualize_offsets for v1/v2 and its refusal for Conv2d."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_train_config, run_script, write_config
+from utils.compare import compare, summarize, welch
+from utils.config import CompareConfig, parse_config
+from utils.errors import UserError
+from utils.offsets import visualize
+
+
+def fake_run(acc, val_accs, params=100):
+    history = [{"epoch": i + 1, "train_loss": 2.0 - i * 0.1, "val_loss": 2.1 - i * 0.1, "val_accuracy": v, "train_seconds": 10.0 + i, "val_seconds": 1.0}
+               for i, v in enumerate(val_accs)]
+    per_class = {c: acc for c in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")}
+    return {"history": history, "metrics": {"accuracy": acc, "parameters": params, "images_per_second": 1000.0, "per_class_accuracy": per_class}}
+
+
+def test_aggregation_math_and_significance():
+    runs = {
+        "Conv2d": [fake_run(a, [0.3, 0.4]) for a in (0.50, 0.52, 0.51)],
+        "DeformConv2d": [fake_run(a, [0.3, 0.6]) for a in (0.60, 0.61, 0.62)],
+        "DeformConv2dv2": [fake_run(a, [0.5, 0.45]) for a in (0.49, 0.53, 0.52)],
+    }
+    rows, pairs = summarize(runs)
+    conv = rows[0]
+    assert conv["test_accuracy_mean"] == pytest.approx(0.51)
+    assert conv["test_accuracy_std"] == pytest.approx(np.std([0.50, 0.52, 0.51], ddof=1))
+    assert conv["best_val_accuracy_mean"] == pytest.approx(0.4)
+    assert rows[2]["best_val_accuracy_mean"] == pytest.approx(0.5)
+    assert conv["train_seconds_per_epoch"] == pytest.approx(10.5)
+    by_pair = {(p["a"], p["b"]): p for p in pairs}
+    assert by_pair[("Conv2d", "DeformConv2d")]["significant"]  # 0.10 apart, spread 0.01
+    assert by_pair[("Conv2d", "DeformConv2d")]["difference"] == pytest.approx(-0.10)
+    assert not by_pair[("Conv2d", "DeformConv2dv2")]["significant"]  # overlapping seeds
+    assert welch([0.5], [0.6]) != welch([0.5], [0.6])  # one seed: undefined (nan), never "significant"
+
+
+def tiny_compare_config(tmp_path, **overrides):
+    raw = {"protocol": "tiny", "outdir": str(tmp_path / "cmp"), "seeds": [0, 1], "conv_ch": [4, 8], "batch_size": 32,
+           "test_size": 0.2, "learning_rate": 0.01, "weight_decay": 0.0, "num_epoch": 2, "eval_batch_size": 25,
+           "data_dir": str(tmp_path / "data"), "download": False, "device": "cpu"}
+    raw.update(overrides)
+    return parse_config(raw, CompareConfig)
+
+
+def test_compare_end_to_end_then_resumes_only_what_is_missing(tmp_path, synthetic_data, capsys):
+    cfg = tiny_compare_config(tmp_path)
+    compare(cfg)
+    out = tmp_path / "cmp"
+    for name in ("comparison.md", "comparison.json", "comparison.csv", "comparison_loss.png", "comparison_accuracy.png", "comparison_per_class.png"):
+        assert (out / name).stat().st_size > 0, name
+    report = json.loads((out / "comparison.json").read_text())
+    assert [m["model"] for m in report["models"]] == ["Conv2d", "DeformConv2d", "DeformConv2dv2"]
+    assert all(m["seeds"] == 2 and m["epochs"] == 2 for m in report["models"])
+    assert len(report["pairs"]) == 3
+    md = (out / "comparison.md").read_text()
+    assert "protocol `tiny`" in md and "Welch" in md
+
+    # Remove one run's test results and interrupt another run's training: only those are redone.
+    (out / "Conv2d/seed_1/test/metrics.json").unlink()
+    before = (out / "DeformConv2d/seed_0/train/history.json").stat().st_mtime_ns
+    capsys.readouterr()
+    compare(cfg)
+    log = capsys.readouterr().out
+    assert log.count("trained already, skipping") == 6
+    assert (out / "Conv2d/seed_1/test/metrics.json").exists()
+    assert (out / "DeformConv2d/seed_0/train/history.json").stat().st_mtime_ns == before
+
+    only = tiny_compare_config(tmp_path, aggregate_only=True, seeds=[0, 1, 2])
+    rows, _ = compare(only)  # seed 2 was never run: aggregated over the seeds that exist
+    assert all(r["seeds"] == 2 for r in rows)
+
+
+def test_aggregate_only_with_nothing_to_aggregate(tmp_path):
+    with pytest.raises(UserError, match="no finished runs"):
+        compare(tiny_compare_config(tmp_path, aggregate_only=True))
+
+
+@pytest.mark.parametrize("model_type", [2, 3])
+def test_offset_figure_for_deformable_checkpoints(tmp_path, synthetic_data, model_type):
+    assert run_script("train", model_type, write_config(tmp_path / "t.json", make_train_config(tmp_path, model_type, num_epoch=1))) == 0
+    out = tmp_path / "offsets.png"
+    report = visualize(tmp_path / "run/train/ckpt/model_1.pth", None, False, [0, 1], (16, 16), out, summary_images=20)
+    assert out.stat().st_size > 0 and out.with_suffix(".json").exists()
+    assert [row["layer"] for row in report["layers"]] == [1, 2]
+    assert all(row["mean_offset_magnitude_px"] > 0 for row in report["layers"])  # training moved the offsets
+    assert ("mask_mean" in report["layers"][0]) == (model_type == 3)
+
+
+def test_offset_figure_refused_for_conv2d(tmp_path, synthetic_data):
+    assert run_script("train", 1, write_config(tmp_path / "t.json", make_train_config(tmp_path, 1, num_epoch=1))) == 0
+    with pytest.raises(UserError, match="is a Conv2d model: it has no offsets"):
+        visualize(tmp_path / "run/train/ckpt/model_1.pth", None, False, [0], (16, 16), tmp_path / "o.png", summary_images=10)
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_benchmark_writes_its_report(tmp_path, monkeypatch):
+    from utils.benchmark import run_benchmark
+    from utils.config import BenchmarkConfig
+
+    cfg = parse_config({"outdir": str(tmp_path), "batch_size": 2, "conv_ch": [4, 8], "warmup": 0, "repeats": 1,
+                        "device": "cpu", "data_dir": str(tmp_path / "none"), "data_batches": 2}, BenchmarkConfig)
+    result = run_benchmark(cfg)
+    rows = result["results"]
+    assert [(r["model"], r["backend"]) for r in rows] == [("Conv2d", "-"), ("DeformConv2d", "torchvision"), ("DeformConv2d", "gather"),
+                                                          ("DeformConv2dv2", "torchvision"), ("DeformConv2dv2", "gather")]
+    assert rows[0]["train_step_vs_conv2d"] == 1.0 and all(r["train_step_ms"] > 0 and r["parameters"] > 0 for r in rows)
+    assert 0 < result["data_pipeline"]["data_share"] < 1
+    md = (tmp_path / "benchmark.md").read_text()
+    assert "| DeformConv2dv2 | gather |" in md and json.loads((tmp_path / "benchmark.json").read_text())["environment"]["torch_threads"] >= 1

@@ -1,0 +1,235 @@
+"""Cost of each model and backend: layer and whole-model timings, throughput, peak memory, parameters.
+
+Each (model, backend) is measured in a fresh subprocess, so that peak memory (CPU: growth of the peak
+resident set over the process's own baseline; CUDA: torch's peak allocation) belongs to that variant
+alone. Times are medians of `repeats` runs after `warmup` runs; ratios to Conv2d come from the same run.
+"""
+import dataclasses
+import multiprocessing as mp
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from models import MODEL_NAMES, ConvNet, count_parameters, resolve_backend
+from models.network import make_conv
+from utils import data as data_mod
+from utils.device import resolve_device
+from utils.errors import UserError
+from utils.files import write_json, write_text
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn, device, warmup, repeats):
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def measure_variant(model_type, backend, cfg_dict, device_name):
+    """All figures for one (model, backend); runs inside its own process."""
+    torch.manual_seed(0)
+    device = torch.device(device_name)
+    bs, conv_ch, warmup, repeats = cfg_dict["batch_size"], cfg_dict["conv_ch"], cfg_dict["warmup"], cfg_dict["repeats"]
+    x = torch.randn(bs, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (bs,), device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    base_rss = _peak_rss_mb()
+
+    # The layer alone: the last conv of the network, on its real input size.
+    in_ch = conv_ch[-2] if len(conv_ch) > 1 else 3
+    layer = make_conv(model_type, in_ch, conv_ch[-1], backend).to(device)
+    with torch.no_grad():  # non-zero offsets, as after training (zero offsets hit the same code paths anyway)
+        for p in getattr(layer, "offset", torch.nn.Identity()).parameters():
+            p.normal_(0, 0.01)
+    lx = torch.randn(bs, in_ch, 32, 32, device=device, requires_grad=True)
+
+    def layer_forward():
+        with torch.no_grad():
+            layer(lx)
+
+    def layer_forward_backward():
+        layer(lx).sum().backward()
+
+    model = ConvNet(model_type, conv_ch, backend=backend).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+
+    def model_forward():
+        model.eval()
+        with torch.no_grad():
+            model(x)
+
+    def model_forward_backward():
+        model.train()
+        F.cross_entropy(model(x), y).backward()
+
+    def train_step():
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    row = {"model": MODEL_NAMES[model_type], "backend": backend if model_type != 1 else "-"}
+    for name, fn in [
+        ("layer_forward_ms", layer_forward),
+        ("layer_forward_backward_ms", layer_forward_backward),
+        ("model_forward_ms", model_forward),
+        ("model_forward_backward_ms", model_forward_backward),
+        ("train_step_ms", train_step),
+    ]:
+        row[name] = median_ms(fn, device, warmup, repeats)
+    row["train_images_per_s"] = bs / row["train_step_ms"] * 1000
+    row["inference_images_per_s"] = bs / row["model_forward_ms"] * 1000
+    if device.type == "cuda":
+        row["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        row["peak_memory_mb"] = _peak_rss_mb() - base_rss
+    row["parameters"] = count_parameters(model)
+    row["layer_parameters"] = count_parameters(layer)
+    return row
+
+
+def _worker(args, queue):
+    try:
+        queue.put(("ok", measure_variant(*args)))
+    except Exception as e:  # reported by the parent as one line
+        queue.put(("error", f"{e.__class__.__name__}: {e}"))
+
+
+def run_isolated(args):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_worker, args=(args, queue))
+    proc.start()
+    status, value = queue.get()
+    proc.join()
+    if status != "ok":
+        raise UserError(f"benchmark of model_type {args[0]} / {args[1]} failed: {value}")
+    return value
+
+
+def data_pipeline_share(cfg, device):
+    """Share of a real Conv2d training epoch's time spent producing batches (outside the model)."""
+    try:
+        full = data_mod.load_cifar10(cfg.data_dir, train=True, download=cfg.download)
+        source = "CIFAR-10 training images"
+    except UserError:
+        full = data_mod.ImageSet(torch.randint(0, 256, (cfg.batch_size * cfg.data_batches, 3, 32, 32), dtype=torch.uint8), torch.arange(cfg.batch_size * cfg.data_batches) % 10)
+        source = "random images (CIFAR-10 not found)"
+    subset = full.subset(torch.arange(min(len(full), cfg.batch_size * cfg.data_batches)))
+    batches = data_mod.Batches(subset, cfg.batch_size, device, shuffle=True, seed=0)
+    model = ConvNet(1, cfg.conv_ch).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    model.train()
+    data_s = model_s = 0.0
+    it = iter(batches)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            images, labels = next(it)
+        except StopIteration:
+            break
+        _sync(device)
+        t1 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+        _sync(device)
+        data_s += t1 - t0
+        model_s += time.perf_counter() - t1
+    return {"source": source, "batches": len(batches), "data_seconds": data_s, "model_seconds": model_s, "data_share": data_s / (data_s + model_s)}
+
+
+def run_benchmark(cfg):
+    device = resolve_device(cfg.device)
+    variants = [(1, "-")] + [(t, b) for t in (2, 3) for b in cfg.backends]
+    rows = []
+    for model_type, backend in variants:
+        label = MODEL_NAMES[model_type] + ("" if model_type == 1 else f" / {backend}")
+        print(f"measuring {label} ...", flush=True)
+        rows.append(run_isolated((model_type, backend if model_type != 1 else "gather", dataclasses.asdict(cfg), str(device))))
+    base = rows[0]
+    for row in rows:
+        for key in ("layer_forward_ms", "layer_forward_backward_ms", "model_forward_ms", "model_forward_backward_ms", "train_step_ms"):
+            row[key.replace("_ms", "_vs_conv2d")] = row[key] / base[key]
+    pipeline = data_pipeline_share(cfg, device)
+    env = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": mp.cpu_count(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "auto_backend": resolve_backend("auto", device),
+        "batch_size": cfg.batch_size,
+        "conv_ch": list(cfg.conv_ch),
+        "warmup": cfg.warmup,
+        "repeats": cfg.repeats,
+    }
+    result = {"environment": env, "results": rows, "data_pipeline": pipeline}
+    out = Path(cfg.outdir)
+    write_json(out / "benchmark.json", result)
+    report = render_markdown(result)
+    write_text(out / "benchmark.md", report)
+    print(report)
+    print(f"wrote {out / 'benchmark.json'} and {out / 'benchmark.md'}")
+    return result
+
+
+def render_markdown(result):
+    env, rows, pipe = result["environment"], result["results"], result["data_pipeline"]
+    lines = [
+        f"# Benchmark: batch {env['batch_size']}, 32x32 images, conv_ch {env['conv_ch']}",
+        "",
+        f"Device {env['device']} ({env['device_name']}), {env['torch_threads']} torch threads / {env['cpu_count']} CPUs, "
+        f"torch {env['torch']}, torchvision {env['torchvision']}, Python {env['python']}. Median of {env['repeats']} runs "
+        f"after {env['warmup']} warm-up runs; ratios are to Conv2d in this same run. `auto` picks `{env['auto_backend']}` here. "
+        "Layer = the last conv layer alone (with its offset/mask predictors); model = the whole network.",
+        "",
+        "| model | backend | layer fwd ms | layer fwd+bwd ms | model fwd ms | model fwd+bwd ms | train step ms | × Conv2d (step) | × Conv2d (layer fwd+bwd) | train img/s | infer img/s | peak MB | params |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['backend']} | {r['layer_forward_ms']:.1f} | {r['layer_forward_backward_ms']:.1f} | "
+            f"{r['model_forward_ms']:.1f} | {r['model_forward_backward_ms']:.1f} | {r['train_step_ms']:.1f} | "
+            f"{r['train_step_vs_conv2d']:.2f} | {r['layer_forward_backward_vs_conv2d']:.2f} | {r['train_images_per_s']:.0f} | "
+            f"{r['inference_images_per_s']:.0f} | {r['peak_memory_mb']:.0f} | {r['parameters']:,} |"
+        )
+    by_key = {(r["model"], r["backend"]): r for r in rows}
+    for name in ("DeformConv2d", "DeformConv2dv2"):
+        tv, ours = by_key.get((name, "torchvision")), by_key.get((name, "gather"))
+        if tv and ours:
+            lines.append(
+                f"\n{name}: `gather` is {tv['layer_forward_backward_ms'] / ours['layer_forward_backward_ms']:.1f}x faster than "
+                f"`torchvision` for the layer (fwd+bwd) and {tv['train_step_ms'] / ours['train_step_ms']:.1f}x for the train step."
+            )
+    lines += [
+        "",
+        f"Data pipeline ({pipe['source']}, Conv2d training, {pipe['batches']} batches): {pipe['data_seconds']:.2f} s producing "
+        f"batches vs {pipe['model_seconds']:.2f} s in the model: {100 * pipe['data_share']:.1f}% of the epoch is outside the model.",
+        "",
+    ]
+    return "\n".join(lines)

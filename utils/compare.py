@@ -1,0 +1,176 @@
+"""Train and test all three models over several seeds, then aggregate: table, significance, figures.
+
+Layout: <outdir>/<Model>/seed_<s>/{train,test}/ (the same layout as the train/test scripts), and the
+comparison files in <outdir>. Finished runs are skipped and partial runs resumed, so an interrupted
+comparison continues with what is missing.
+"""
+import dataclasses
+import json
+import math
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from models import MODEL_NAMES
+from utils.checkpoint import load_checkpoint
+from utils.config import TestConfig, TrainConfig
+from utils.data import CLASSES
+from utils.errors import UserError
+from utils.files import write_csv, write_json, write_text
+from utils.plotting import plot_comparison_accuracy, plot_comparison_loss, plot_comparison_per_class
+
+ALPHA = 0.05
+
+
+def run_dir(cfg, model_type, seed):
+    return Path(cfg.outdir) / MODEL_NAMES[model_type] / f"seed_{seed}"
+
+
+def train_config_for(cfg, model_type, seed):
+    return TrainConfig(
+        outdir=str(run_dir(cfg, model_type, seed)), model_type=model_type, conv_ch=list(cfg.conv_ch), batch_size=cfg.batch_size,
+        test_size=cfg.test_size, random_seed=seed, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+        num_epoch=cfg.num_epoch, save_epoch_freq=cfg.num_epoch, data_dir=cfg.data_dir, download=cfg.download,
+        device=cfg.device, train_subset=cfg.train_subset, dcn_backend=cfg.dcn_backend,
+    )
+
+
+def run_state(train_cfg):
+    """'done', 'partial' (resumable) or 'new'."""
+    last = Path(train_cfg.outdir) / "train" / "ckpt" / "last.pth"
+    if not last.exists():
+        return "new"
+    return "done" if load_checkpoint(last)["epoch"] >= train_cfg.num_epoch else "partial"
+
+
+def run_all(cfg):
+    from utils.evaluate import run_test  # late: keeps aggregation importable without the training stack
+    from utils.train import train
+
+    jobs = [(m, s) for s in cfg.seeds for m in cfg.models]
+    for i, (model_type, seed) in enumerate(jobs, start=1):
+        tc = train_config_for(cfg, model_type, seed)
+        state = run_state(tc)
+        head = f"[{cfg.protocol}] run {i}/{len(jobs)}: {MODEL_NAMES[model_type]}, seed {seed}"
+        if state == "done":
+            print(f"{head}: trained already, skipping")
+        else:
+            print(f"{head}: {'resuming' if state == 'partial' else 'training'} ({cfg.num_epoch} epochs)", flush=True)
+            train(tc, resume=(state == "partial"), resume_command="python compare.py --config <same config> (it resumes by itself)")
+        metrics = Path(tc.outdir) / "test" / "metrics.json"
+        ckpt = Path(tc.outdir) / "train" / "ckpt" / f"model_{cfg.num_epoch}.pth"
+        if not metrics.exists() or json.loads(metrics.read_text()).get("checkpoint_epoch") != cfg.num_epoch:
+            run_test(TestConfig(outdir=tc.outdir, model_type=model_type, model=str(ckpt), conv_ch=list(cfg.conv_ch),
+                                batch_size=cfg.eval_batch_size, data_dir=cfg.data_dir, download=cfg.download,
+                                device=cfg.device, dcn_backend=cfg.dcn_backend))
+
+
+def load_runs(outdir, models, seeds):
+    """{model_name: [{"seed", "history", "metrics"}, ...]} for every finished and tested run found."""
+    runs = {}
+    for model_type in models:
+        name = MODEL_NAMES[model_type]
+        for seed in seeds:
+            d = Path(outdir) / name / f"seed_{seed}"
+            hist, met = d / "train" / "history.json", d / "test" / "metrics.json"
+            if hist.exists() and met.exists():
+                runs.setdefault(name, []).append({"seed": seed, "history": json.loads(hist.read_text()), "metrics": json.loads(met.read_text())})
+    return runs
+
+
+def welch(a, b):
+    """Welch's two-sample t-test (unequal variances) on two lists of accuracies; p = nan when undefined."""
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    if np.std(a) == 0 and np.std(b) == 0:
+        return 0.0 if np.mean(a) != np.mean(b) else 1.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def summarize(runs):
+    rows = []
+    for name, rs in runs.items():
+        acc = [r["metrics"]["accuracy"] for r in rs]
+        best_val = [max(h["val_accuracy"] for h in r["history"]) for r in rs]
+        sec = [h["train_seconds"] for r in rs for h in r["history"]]
+        rows.append({
+            "model": name, "seeds": len(rs), "epochs": len(rs[0]["history"]),
+            "test_accuracy_mean": float(np.mean(acc)), "test_accuracy_std": float(np.std(acc, ddof=1)) if len(acc) > 1 else float("nan"),
+            "test_accuracies": acc, "best_val_accuracy_mean": float(np.mean(best_val)),
+            "parameters": rs[0]["metrics"]["parameters"], "train_seconds_per_epoch": float(np.mean(sec)),
+            "inference_images_per_s": float(np.mean([r["metrics"]["images_per_second"] for r in rs])),
+            "per_class_accuracy": {c: float(np.mean([r["metrics"]["per_class_accuracy"][c] for r in rs])) for c in CLASSES},
+        })
+    pairs = []
+    for a, b in combinations(rows, 2):
+        p = welch(a["test_accuracies"], b["test_accuracies"])
+        pairs.append({"a": a["model"], "b": b["model"], "difference": a["test_accuracy_mean"] - b["test_accuracy_mean"],
+                      "p_value": p, "significant": bool(p < ALPHA) if not math.isnan(p) else False})
+    return rows, pairs
+
+
+def render(cfg, rows, pairs, environment):
+    fmt = lambda v, spec: "n/a" if isinstance(v, float) and math.isnan(v) else format(v, spec)  # noqa: E731
+    lines = [
+        f"# Comparison, protocol `{cfg.protocol}`",
+        "",
+        f"{cfg.num_epoch} epochs, {'all 50,000' if cfg.train_subset is None else f'a stratified subset of {cfg.train_subset:,}'} training images "
+        f"({1 - cfg.test_size:.0%} train / {cfg.test_size:.0%} validation), batch {cfg.batch_size}, AdamW lr {cfg.learning_rate} wd {cfg.weight_decay}, "
+        f"conv_ch {list(cfg.conv_ch)}, seeds {list(cfg.seeds)}; test accuracy on the 10,000 official test images. {environment}",
+        "",
+        "| model | test accuracy (mean ± std) | per seed | best val acc | parameters | train s/epoch | inference img/s | epochs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {fmt(r['test_accuracy_mean'], '.4f')} ± {fmt(r['test_accuracy_std'], '.4f')} | "
+            f"{', '.join(f'{a:.4f}' for a in r['test_accuracies'])} | {r['best_val_accuracy_mean']:.4f} | {r['parameters']:,} | "
+            f"{r['train_seconds_per_epoch']:.1f} | {r['inference_images_per_s']:.0f} | {r['epochs']} |"
+        )
+    lines += ["", f"Is the difference larger than the seed-to-seed spread? Welch's t-test on the per-seed test accuracies, two-sided, α = {ALPHA} "
+              f"(with {len(cfg.seeds)} seeds the test only detects large differences):", ""]
+    lines += ["| A − B | difference | p | larger than the spread? |", "|---|---|---|---|"]
+    for p in pairs:
+        lines.append(f"| {p['a']} − {p['b']} | {p['difference']:+.4f} | {fmt(p['p_value'], '.3f')} | {'yes' if p['significant'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def aggregate(cfg, host=None):
+    runs = load_runs(cfg.outdir, cfg.models, cfg.seeds)
+    if not runs:
+        raise UserError(f"no finished runs under {cfg.outdir}; run compare.py without \"aggregate_only\" first")
+    devices = sorted({f"{r['metrics']['device']} (dcn_backend {r['metrics']['dcn_backend']})" for rs in runs.values() for r in rs})
+    environment = f"Runs on: {', '.join(devices)}." + (f" {host}" if host else "")
+    rows, pairs = summarize(runs)
+    out = Path(cfg.outdir)
+    write_json(out / "comparison.json", {"protocol": cfg.protocol, "config": dataclasses.asdict(cfg), "models": rows, "pairs": pairs, "environment": environment})
+    write_csv(out / "comparison.csv", [{k: v for k, v in r.items() if k not in ("test_accuracies", "per_class_accuracy")} for r in rows])
+    report = render(cfg, rows, pairs, environment)
+    write_text(out / "comparison.md", report)
+    plot_comparison_loss(runs, out / "comparison_loss.png", cfg.protocol)
+    plot_comparison_accuracy(rows, out / "comparison_accuracy.png", cfg.protocol)
+    plot_comparison_per_class(rows, CLASSES, out / "comparison_per_class.png", cfg.protocol)
+    print(report)
+    print(f"wrote {out}/comparison.md, .json, .csv, comparison_loss.png, comparison_accuracy.png, comparison_per_class.png")
+    return rows, pairs
+
+
+def describe_environment(cfg):
+    import platform
+
+    import torch
+
+    from utils.device import resolve_device
+
+    device = resolve_device(cfg.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"Trained here: {name}, torch {torch.__version__}."
+
+
+def compare(cfg):
+    if cfg.aggregate_only:
+        return aggregate(cfg)
+    run_all(cfg)
+    return aggregate(cfg, describe_environment(cfg))

@@ -1,0 +1,97 @@
+"""What the offsets learned: sampling points of one output location drawn on test images, plus statistics.
+
+For an output location of the last deformable layer, its k*k sampling points (regular grid + learned
+offset) are followed back through every earlier deformable layer: each point, rounded to the nearest
+position of that layer's output grid, contributes that position's k*k sampling points. With two 3x3
+layers this gives the 9 x 9 = 81 points of the deformable-convolution papers' figures. For DCNv2 each
+point carries the product of the masks along its path (drawn as colour and size).
+"""
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import MODEL_NAMES, DeformableConv
+from utils import data as data_mod
+from utils.checkpoint import load_checkpoint, model_from_checkpoint
+from utils.errors import UserError
+from utils.files import write_json
+from utils.plotting import plot_sampling_points
+
+
+@torch.no_grad()
+def offsets_and_masks(model, images):
+    """Per deformable layer (input order): offsets [N, K, 2, H, W] (dy, dx) and masks [N, K, H, W] or None."""
+    found, x = [], images
+    for layer in model.features:
+        if isinstance(layer, DeformableConv):
+            off = layer.offset(x)
+            n, _, h, w = off.shape
+            mask = torch.sigmoid(layer.mask(x)) if layer.modulated else None
+            found.append((layer, off.view(n, -1, 2, h, w), mask))
+        x = layer(x)
+    return found
+
+
+def sampling_points(found, index, y, x):
+    """Points (y, x) in input-image pixels and their mask weight, composed over all deformable layers."""
+    points = np.array([[float(y), float(x)]])
+    weights = np.ones(1)
+    for layer, off, mask in reversed(found):
+        kh, kw = layer.kernel_size
+        dil, pad = layer.dilation, layer.padding
+        h, w = off.shape[-2:]
+        base = np.array([[i * dil[0] - pad[0], j * dil[1] - pad[1]] for i in range(kh) for j in range(kw)], dtype=float)
+        new_points, new_weights = [], []
+        for (py, px), pw in zip(points, weights):
+            cy, cx = int(np.clip(round(py), 0, h - 1)), int(np.clip(round(px), 0, w - 1))
+            o = off[index, :, :, cy, cx].cpu().numpy()  # [K, 2]
+            m = mask[index, :, cy, cx].cpu().numpy() if mask is not None else np.ones(len(base))
+            new_points.append(np.array([py, px]) + base + o)  # stride 1: output grid == input grid
+            new_weights.append(pw * m)
+        points, weights = np.concatenate(new_points), np.concatenate(new_weights)
+    return points, weights
+
+
+def summary(found):
+    rows = []
+    for i, (_, off, mask) in enumerate(found, start=1):
+        magnitude = off.norm(dim=2)  # per tap, in pixels
+        row = {"layer": i, "mean_offset_magnitude_px": float(magnitude.mean()), "max_offset_magnitude_px": float(magnitude.max())}
+        if mask is not None:
+            row.update({"mask_mean": float(mask.mean()), "mask_std": float(mask.std())})
+        rows.append(row)
+    return rows
+
+
+def visualize(checkpoint, data_dir, download, image_indices, location, out, summary_images, device="cpu"):
+    state = load_checkpoint(checkpoint)
+    if state["model_type"] == 1:
+        raise UserError(f"checkpoint {checkpoint} is a Conv2d model: it has no offsets to show; pass a DeformConv2d or DeformConv2dv2 checkpoint")
+    model = model_from_checkpoint(state, checkpoint, state["model_type"], state["conv_ch"], "gather").to(device).eval()
+    test = data_mod.load_cifar10(data_dir, train=False, download=download)
+    bad = [i for i in image_indices if not 0 <= i < len(test)]
+    if bad:
+        raise UserError(f"image index {bad[0]} is outside the test set (0..{len(test) - 1}); pass --images with valid indices")
+    y, x = location
+    if not (0 <= y < 32 and 0 <= x < 32):
+        raise UserError(f"--location {y} {x} is outside the 32x32 output grid; use values 0..31")
+    chosen = test.subset(image_indices)
+    found = offsets_and_masks(model, data_mod.normalize(chosen.images, device))
+    panels = [(chosen.images[i].permute(1, 2, 0).numpy(), *sampling_points(found, i, y, x), data_mod.CLASSES[int(chosen.labels[i])]) for i in range(len(chosen))]
+    name = MODEL_NAMES[state["model_type"]]
+    out = Path(out)
+    plot_sampling_points(panels, (y, x), out, f"{name} (epoch {state.get('epoch')}): sampling points of output ({y}, {x})", modulated=state["model_type"] == 3)
+
+    stats_set = test.subset(torch.arange(min(summary_images, len(test))))
+    stats = summary(offsets_and_masks(model, data_mod.normalize(stats_set.images, device)))
+    report = {"checkpoint": str(checkpoint), "model_name": name, "location": [y, x], "images": list(image_indices),
+              "summary_over_test_images": len(stats_set), "layers": stats}
+    write_json(out.with_suffix(".json"), report)
+    for row in stats:
+        line = f"layer {row['layer']}: mean |offset| {row['mean_offset_magnitude_px']:.3f} px (max {row['max_offset_magnitude_px']:.2f})"
+        if "mask_mean" in row:
+            line += f", mask mean {row['mask_mean']:.3f} std {row['mask_std']:.3f}"
+        print(line)
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return report

@@ -1,0 +1,28 @@
+"""Draw the learned sampling points of a DeformConv2d / DeformConv2dv2 checkpoint on test images.
+
+python visualize_offsets.py --checkpoint result/DeformConv2dv2/train/ckpt/model_30.pth --data-dir ../shared/data
+"""
+import argparse
+
+from utils.cli import run_cli
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="a DeformConv2d or DeformConv2dv2 checkpoint (.pth)")
+    parser.add_argument("--data-dir", default="./data", help="folder holding cifar-10-batches-py (default ./data)")
+    parser.add_argument("--download", action="store_true", help="download CIFAR-10 if it is missing")
+    parser.add_argument("--images", type=int, nargs="+", default=[0, 1, 2, 3], help="test-set indices to draw (default 0 1 2 3)")
+    parser.add_argument("--location", type=int, nargs=2, default=[16, 16], metavar=("Y", "X"), help="output location (default 16 16)")
+    parser.add_argument("--out", default=None, help="PNG to write (default: offsets.png next to the checkpoint's run)")
+    parser.add_argument("--summary-images", type=int, default=1000, help="test images for the offset/mask statistics (default 1000)")
+    args = parser.parse_args()
+
+    def main():
+        from pathlib import Path
+
+        from utils.offsets import visualize
+
+        out = args.out or str(Path(args.checkpoint).resolve().parents[2] / "offsets" / f"offsets_{Path(args.checkpoint).stem}.png")
+        visualize(args.checkpoint, args.data_dir, args.download, args.images, tuple(args.location), out, args.summary_images)
+
+    run_cli(main)
