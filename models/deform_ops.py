@@ -188,3 +188,8 @@ def resolve_backend(name, device):
     if name != "auto":
         return name
     return "torchvision" if torch.device(device).type == "cuda" else "gather"
+
+
+def backend_note(model_type, backend):
+    """For log lines: the deformable backend in use, or nothing for the plain Conv2d model."""
+    return "" if model_type == 1 else f", dcn_backend={backend}"

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models import MODEL_NAMES, count_parameters, resolve_backend
+from models import MODEL_NAMES, backend_note, count_parameters, resolve_backend
 from utils import data as data_mod
 from utils.checkpoint import load_checkpoint, model_from_checkpoint
 from utils.device import resolve_device
@@ -51,7 +51,7 @@ def run_test(cfg):
     model = model_from_checkpoint(state, cfg.model, cfg.model_type, cfg.conv_ch, backend).to(device)
     test_set = data_mod.load_cifar10(cfg.data_dir, train=False, download=cfg.download)
     name = MODEL_NAMES[cfg.model_type]
-    print(f"testing {name} ({count_parameters(model):,} parameters) from {cfg.model} on {len(test_set):,} test images, {device}, dcn_backend={backend}")
+    print(f"testing {name} ({count_parameters(model):,} parameters) from {cfg.model} on {len(test_set):,} test images, {device}{backend_note(cfg.model_type, backend)}")
     result = evaluate(model, data_mod.Batches(test_set, cfg.batch_size, device))
     out = Path(cfg.outdir) / "test"
     metrics = {

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models import MODEL_NAMES, ConvNet, count_parameters, resolve_backend
+from models import MODEL_NAMES, ConvNet, backend_note, count_parameters, resolve_backend
 from utils import data as data_mod
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.device import resolve_device
@@ -96,7 +96,7 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume"):
     val_batches = data_mod.Batches(val_set, cfg.batch_size, device)
     print(
         f"training {name} ({count_parameters(model):,} parameters) on {len(train_set):,} images, validating on "
-        f"{len(val_set):,}; {device}, dcn_backend={backend}, epochs {start_epoch}..{cfg.num_epoch}, writing {run.root}"
+        f"{len(val_set):,}; {device}{backend_note(cfg.model_type, backend)}, epochs {start_epoch}..{cfg.num_epoch}, writing {run.root}"
     )
     if state is None:
         save_checkpoint(run.last, model, optimizer, 0, history, config_dict)  # so even a Ctrl-C in epoch 1 can resume
