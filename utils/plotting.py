@@ -4,6 +4,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from utils.files import atomic_path  # noqa: E402
 
@@ -25,8 +26,7 @@ def plot_loss(history, path, title):
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    if len(epochs) <= 30:
-        ax.set_xticks(epochs)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     save_figure(fig, path)
 
 
@@ -63,6 +63,7 @@ def plot_comparison_loss(runs, path, protocol):
             if len(curves) > 1:
                 ax.fill_between(epochs, curves.min(0), curves.max(0), color=color, alpha=0.15)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("cross-entropy loss")
     ax.set_title(f"Loss per epoch, mean over seeds (band: min-max) [{protocol}]")
     ax.grid(alpha=0.3)
