@@ -2,19 +2,8 @@
 
 python compare.py --config config/compare_cpu-quick.json   (writes <outdir>/comparison.md and figures)
 """
-import argparse
-
-from utils.cli import run_cli
-from utils.config import CompareConfig, load_config
+from utils.cli import config_main
+from utils.config import CompareConfig
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="compare config JSON, e.g. config/compare_cpu-quick.json")
-    args = parser.parse_args()
-
-    def main():
-        from utils.compare import compare
-
-        compare(load_config(args.config, CompareConfig))
-
-    run_cli(main)
+    config_main(CompareConfig, "utils.compare:compare", __doc__.splitlines()[0], "config/compare_cpu-quick.json")

@@ -19,7 +19,7 @@ def check_refused(tmp_path, capsys, kind, model_type, config_path, *expected):
 
 
 def test_missing_config_file(tmp_path, capsys):
-    check_refused(tmp_path, capsys, "train", 1, tmp_path / "nope.json", "does not exist", "--config")
+    check_refused(tmp_path, capsys, "train", 1, tmp_path / "nope.json", "does not exist", "existing JSON config")
 
 
 def test_unreadable_config(tmp_path, capsys):
@@ -101,4 +101,17 @@ def test_real_script_prints_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "train_Conv2d.py", "--config", path], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("config_cls, runner", [("CompareConfig", "utils.compare:compare"), ("BenchmarkConfig", "utils.benchmark:run_benchmark")])
+def test_compare_and_benchmark_configs_are_checked(tmp_path, capsys, config_cls, runner):
+    from utils import config
+    from utils.cli import config_main
+
+    path = write_config(tmp_path / "c.json", {"outdir": str(tmp_path / "run"), "batch_size": -1})
+    with pytest.raises(SystemExit) as exit_info:
+        config_main(getattr(config, config_cls), runner, "d", "e", ["--config", path])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "run").exists()

@@ -1,5 +1,6 @@
 """What the six top-level scripts run: argument parsing, config loading, and turning errors into one line."""
 import argparse
+import importlib
 import sys
 
 from utils.config import TestConfig, TrainConfig, load_config
@@ -44,5 +45,20 @@ def test_main(model_type, script, argv=None):
         from utils.evaluate import run_test
 
         run_test(load_config(args.config, TestConfig, expected_model_type=model_type, script=script))
+
+    run_cli(main)
+
+
+def config_main(config_cls, runner, description, example, argv=None):
+    """Entry point of a script whose only argument is --config; `runner` ("module:function") receives the
+    parsed config and is imported only after the config is valid, so bad input answers fast."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, help=f"config JSON, e.g. {example}")
+    args = parser.parse_args(argv)
+
+    def main():
+        cfg = load_config(args.config, config_cls)
+        module, function = runner.split(":")
+        getattr(importlib.import_module(module), function)(cfg)
 
     run_cli(main)

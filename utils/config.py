@@ -202,7 +202,7 @@ def load_config(path, cls, expected_model_type=None, script=None):
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"config file {path} does not exist; pass an existing file, e.g. --config config/train_Conv2d.json")
+        raise UserError(f"config file {path} does not exist; pass the path of an existing JSON config (examples in config/)")
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read config file {path} ({e.__class__.__name__}); check the path and its permissions")
     except json.JSONDecodeError as e:
