@@ -1,5 +1,4 @@
 """The small CNN shared by all three variants; only the convolution layer differs."""
-import torch
 from torch import nn
 
 from models.deformable_conv import DeformableConv
@@ -31,11 +30,6 @@ class ConvNet(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x).mean(dim=(2, 3)))
-
-    def set_backend(self, backend):
-        for m in self.modules():
-            if isinstance(m, DeformableConv):
-                m.backend = backend
 
 
 def count_parameters(model):
