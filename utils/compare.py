@@ -28,13 +28,21 @@ def run_dir(cfg, model_type, seed):
     return Path(cfg.outdir) / MODEL_NAMES[model_type] / f"seed_{seed}"
 
 
+def _shared(cfg, target_cls):
+    """The keys a CompareConfig passes on unchanged to a TrainConfig / TestConfig."""
+    names = {f.name for f in dataclasses.fields(target_cls)} & {f.name for f in dataclasses.fields(cfg)}
+    return {name: getattr(cfg, name) for name in names - {"outdir"}}
+
+
 def train_config_for(cfg, model_type, seed):
-    return TrainConfig(
-        outdir=str(run_dir(cfg, model_type, seed)), model_type=model_type, conv_ch=list(cfg.conv_ch), batch_size=cfg.batch_size,
-        test_size=cfg.test_size, random_seed=seed, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
-        num_epoch=cfg.num_epoch, save_epoch_freq=cfg.num_epoch, data_dir=cfg.data_dir, download=cfg.download,
-        device=cfg.device, train_subset=cfg.train_subset, dcn_backend=cfg.dcn_backend,
-    )
+    return TrainConfig(**_shared(cfg, TrainConfig), outdir=str(run_dir(cfg, model_type, seed)), model_type=model_type,
+                       random_seed=seed, save_epoch_freq=cfg.num_epoch)
+
+
+def test_config_for(cfg, model_type, seed):
+    run = run_dir(cfg, model_type, seed)
+    return TestConfig(**{**_shared(cfg, TestConfig), "batch_size": cfg.eval_batch_size}, outdir=str(run), model_type=model_type,
+                      model=str(run / "train" / "ckpt" / f"model_{cfg.num_epoch}.pth"))
 
 
 def run_state(train_cfg):
@@ -60,11 +68,8 @@ def run_all(cfg):
             print(f"{head}: {'resuming' if state == 'partial' else 'training'} ({cfg.num_epoch} epochs)", flush=True)
             train(tc, resume=(state == "partial"), resume_command="python compare.py --config <same config> (it resumes by itself)")
         metrics = Path(tc.outdir) / "test" / "metrics.json"
-        ckpt = Path(tc.outdir) / "train" / "ckpt" / f"model_{cfg.num_epoch}.pth"
         if not metrics.exists() or json.loads(metrics.read_text()).get("checkpoint_epoch") != cfg.num_epoch:
-            run_test(TestConfig(outdir=tc.outdir, model_type=model_type, model=str(ckpt), conv_ch=list(cfg.conv_ch),
-                                batch_size=cfg.eval_batch_size, data_dir=cfg.data_dir, download=cfg.download,
-                                device=cfg.device, dcn_backend=cfg.dcn_backend))
+            run_test(test_config_for(cfg, model_type, seed))
 
 
 def load_runs(outdir, models, seeds):
