@@ -1,4 +1,8 @@
-"""Deformable convolution ops: torchvision's, and a pure-PyTorch "gather" op that is much faster on CPU.
+"""Deformable convolution ops: torchvision's, a pure-PyTorch "gather" op, and the fused C++ "cpp" op.
+
+The fastest on CPU is "cpp" (models/deform_cpp.py, compiled on first use); "gather" needs nothing but
+PyTorch and is what `auto` falls back to when the C++ kernel cannot be built. Both beat torchvision's
+CPU kernel by an order of magnitude (README, benchmark).
 
 torchvision's CPU kernel runs scalar loops (measured ~35x a plain conv layer here, see README). The
 "gather" op computes the same function the way a convolution is im2col + GEMM:
@@ -19,7 +23,9 @@ import torch
 import torchvision
 from torch.nn.modules.utils import _pair
 
-BACKENDS = ("torchvision", "gather")
+from models.deform_cpp import FusedDeformConv
+
+BACKENDS = ("torchvision", "gather", "cpp")
 
 
 def _pixel_chunks(pixels, row_floats):
@@ -179,17 +185,8 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
         return torchvision.ops.deform_conv2d(input, offset, weight, bias, _pair(stride), _pair(padding), _pair(dilation), mask)
     if backend == "gather":
         return deform_conv2d_gather(input, offset, weight, bias, stride, padding, dilation, mask)
+    if backend == "cpp":
+        if input.device.type != "cpu":
+            raise ValueError(f"the cpp deformable-convolution backend runs on the CPU only, got a tensor on {input.device}")
+        return FusedDeformConv.apply(input, offset, mask, weight, bias, _pair(stride), _pair(padding), _pair(dilation))
     raise ValueError(f"unknown deformable-convolution backend {backend!r}; choose one of {BACKENDS}")
-
-
-def resolve_backend(name, device):
-    """"auto" -> the faster op for the device. Measured (benchmark.py, README): on CPU the gather op is
-    8-9x faster than torchvision's scalar kernel; on CUDA torchvision has a native kernel, so it is used."""
-    if name != "auto":
-        return name
-    return "torchvision" if torch.device(device).type == "cuda" else "gather"
-
-
-def backend_note(model_type, backend):
-    """For log lines: the deformable backend in use, or nothing for the plain Conv2d model."""
-    return "" if model_type == 1 else f", dcn_backend={backend}"

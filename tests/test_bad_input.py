@@ -72,7 +72,7 @@ def test_unknown_key_suggests_the_closest(tmp_path, capsys):
         ("model_type", 4, "must be 1 (Conv2d)"),
         ("download", "yes", "true or false"),
         ("device", "gpu", '"auto", "cpu"'),
-        ("dcn_backend", "fast", '"auto", "torchvision", "gather"'),
+        ("dcn_backend", "fast", '"auto", "torchvision", "gather", "cpp"'),
         ("train_subset", 5, ">= 20"),
         ("outdir", "", "non-empty string"),
     ],

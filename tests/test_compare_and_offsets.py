@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import make_train_config, run_script, write_config
+from models import deform_cpp
 from utils.compare import compare, summarize, welch
 from utils.config import CompareConfig, parse_config
 from utils.errors import UserError
@@ -105,9 +106,21 @@ def test_benchmark_writes_its_report(tmp_path, monkeypatch):
                         "device": "cpu", "data_dir": str(tmp_path / "none"), "data_batches": 2}, BenchmarkConfig)
     result = run_benchmark(cfg)
     rows = result["results"]
-    assert [(r["model"], r["backend"]) for r in rows] == [("Conv2d", "-"), ("DeformConv2d", "torchvision"), ("DeformConv2d", "gather"),
-                                                          ("DeformConv2dv2", "torchvision"), ("DeformConv2dv2", "gather")]
+    backends = ["torchvision", "gather"] + (["cpp"] if deform_cpp.kernel() is not None else [])
+    assert [(r["model"], r["backend"]) for r in rows] == [("Conv2d", "-")] + [(m, b) for m in ("DeformConv2d", "DeformConv2dv2") for b in backends]
     assert rows[0]["train_step_vs_conv2d"] == 1.0 and all(r["train_step_ms"] > 0 and r["parameters"] > 0 for r in rows)
     assert 0 < result["data_pipeline"]["data_share"] < 1
     md = (tmp_path / "benchmark.md").read_text()
     assert "| DeformConv2dv2 | gather |" in md and json.loads((tmp_path / "benchmark.json").read_text())["environment"]["torch_threads"] >= 1
+
+
+def test_benchmark_skips_a_backend_it_cannot_run(tmp_path, monkeypatch, capsys):
+    from utils.benchmark import run_benchmark
+    from utils.config import BenchmarkConfig
+
+    monkeypatch.setattr(deform_cpp, "_state", {"error": "no compiler"})
+    cfg = parse_config({"outdir": str(tmp_path), "batch_size": 2, "conv_ch": [4], "warmup": 0, "repeats": 1, "device": "cpu",
+                        "backends": ["gather", "cpp"], "data_dir": str(tmp_path / "none"), "data_batches": 1}, BenchmarkConfig)
+    rows = run_benchmark(cfg)["results"]
+    assert [(r["model"], r["backend"]) for r in rows] == [("Conv2d", "-"), ("DeformConv2d", "gather"), ("DeformConv2dv2", "gather")]
+    assert 'skipping dcn_backend cpp: "dcn_backend": "cpp" could not be built here (no compiler)' in capsys.readouterr().out

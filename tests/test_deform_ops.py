@@ -1,10 +1,23 @@
-"""The "gather" op against torchvision's deform_conv2d: values and every gradient, many shapes."""
+"""The "gather" and "cpp" ops against torchvision's deform_conv2d: values and every gradient, many shapes;
+the `auto` rule and the fall-back when the C++ kernel cannot be built."""
+import os
+import shutil
+import subprocess
+import sys
+
 import pytest
 import torch
 import torchvision
 
-from models import ConvNet
-from models.deform_ops import deform_conv2d_gather, resolve_backend
+from conftest import ROOT
+from models import ConvNet, deform_cpp
+from models.deform_ops import deform_conv2d
+from utils.device import backend_note, resolve_backend
+from utils.errors import UserError
+
+# Both fast ops, everywhere below. Where the C++ kernel cannot be built, its cases skip; but
+# test_cpp_kernel_builds_where_there_is_a_compiler fails then, so CI cannot silently lose them.
+FAST = ["gather", pytest.param("cpp", marks=pytest.mark.skipif(deform_cpp.kernel() is None, reason=f"cpp kernel: {deform_cpp.build_error()}"))]
 
 CASES = [
     # N, C, H, W, O, k, stride, pad, dil, offset_groups, weight_groups
@@ -31,20 +44,21 @@ def random_inputs(case, mask, dtype, scale, seed=0):
     return tensors, dict(stride=(s, s), padding=(p, p), dilation=(d, d))
 
 
-def both(tensors, opts):
+def both(tensors, opts, backend):
     x, off, weight, bias, *m = tensors
     m = m[0] if m else None
     ref = torchvision.ops.deform_conv2d(x, off, weight, bias, mask=m, **opts)
-    ours = deform_conv2d_gather(x, off, weight, bias, mask=m, **opts)
+    ours = deform_conv2d(x, off, weight, bias, mask=m, backend=backend, **opts)
     return ref, ours
 
 
+@pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("mask", [False, True])
 @pytest.mark.parametrize("scale", [0.0, 0.7, 4.0])
-def test_matches_torchvision_float64(case, mask, scale):
+def test_matches_torchvision_float64(backend, case, mask, scale):
     tensors, opts = random_inputs(case, mask, torch.float64, scale)
-    ref, ours = both(tensors, opts)
+    ref, ours = both(tensors, opts, backend)
     assert ours.shape == ref.shape
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
     grad = torch.randn_like(ref)
@@ -52,10 +66,11 @@ def test_matches_torchvision_float64(case, mask, scale):
         torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("mask", [False, True])
-def test_matches_torchvision_float32_relative(mask):
+def test_matches_torchvision_float32_relative(backend, mask):
     tensors, opts = random_inputs((4, 16, 12, 12, 24, 3, 1, 1, 1, 1, 1), mask, torch.float32, 1.5)
-    ref, ours = both(tensors, opts)
+    ref, ours = both(tensors, opts, backend)
     rel = (ours - ref).abs().max() / ref.abs().max()
     assert rel < 1e-4
     grad = torch.randn_like(ref)
@@ -63,30 +78,57 @@ def test_matches_torchvision_float32_relative(mask):
         assert (g_ours - g_ref).abs().max() / g_ref.abs().max().clamp_min(1e-12) < 1e-4
 
 
-def test_integer_sampling_points_on_the_border_match():
+@pytest.mark.parametrize("backend", FAST)
+def test_integer_sampling_points_on_the_border_match(backend):
     # Zero offsets put taps exactly on -1 and H: the border rule must agree there too (gradients included).
     tensors, opts = random_inputs((2, 3, 5, 5, 2, 3, 1, 1, 1, 1, 1), True, torch.float64, 0.0)
     tensors[1].data.round_()
-    ref, ours = both(tensors, opts)
+    ref, ours = both(tensors, opts, backend)
     for g_ref, g_ours in zip(torch.autograd.grad(ref.sum(), tensors), torch.autograd.grad(ours.sum(), tensors)):
         torch.testing.assert_close(g_ours, g_ref)
 
 
+@pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("mask", [False, True])
-def test_gradcheck_float64(mask):
+def test_gradcheck_float64(backend, mask):
     tensors, opts = random_inputs((1, 2, 4, 4, 2, 3, 1, 1, 1, 1, 1), mask, torch.float64, 0.6, seed=3)
     x, off, weight, bias, *m = tensors
 
     def fn(x, off, weight, bias, *m):
-        return deform_conv2d_gather(x, off, weight, bias, mask=m[0] if m else None, **opts)
+        return deform_conv2d(x, off, weight, bias, mask=m[0] if m else None, backend=backend, **opts)
 
     assert torch.autograd.gradcheck(fn, tuple(tensors), eps=1e-6, atol=1e-5)
 
 
 def test_auto_backend_rule():
-    assert resolve_backend("auto", "cpu") == "gather"
+    assert resolve_backend("auto", "cpu") == ("cpp" if deform_cpp.kernel() is not None else "gather")
     assert resolve_backend("auto", "cuda") == "torchvision"
     assert resolve_backend("torchvision", "cpu") == "torchvision"
+    with pytest.raises(UserError, match="CPU only"):
+        resolve_backend("cpp", "cuda")
+
+
+def test_cpp_kernel_builds_where_there_is_a_compiler():
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler on this machine: the gather fall-back is tested below")
+    assert deform_cpp.kernel() is not None, deform_cpp.build_error()
+
+
+def test_a_kernel_that_cannot_be_built_falls_back_to_gather(monkeypatch):
+    monkeypatch.setattr(deform_cpp, "_state", {"error": "c++: command not found"})
+    assert resolve_backend("auto", "cpu") == "gather"
+    assert "could not be built: c++: command not found" in backend_note(3, "gather")
+    with pytest.raises(UserError, match='"cpp" could not be built here .*use "auto" or "gather"'):
+        resolve_backend("cpp", "cpu")
+
+
+def test_a_failing_compiler_is_caught_not_raised(tmp_path):
+    # A real build attempt with a compiler that always fails, in a fresh extension directory.
+    env = dict(os.environ, CXX="false", TORCH_EXTENSIONS_DIR=str(tmp_path))
+    code = "from models import deform_cpp; from utils.device import resolve_backend; k = deform_cpp.kernel(); print(k is None, resolve_backend('auto', 'cpu'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "gather"]
 
 
 @pytest.mark.parametrize("model_type", [2, 3])
@@ -100,8 +142,10 @@ def test_checkpoint_moves_between_backends(model_type):
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
     assert model.features[0].offset.weight.abs().sum() > 0
-    other = ConvNet(model_type, [4, 8], backend="torchvision")
-    other.load_state_dict(model.state_dict())
-    model.eval(), other.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(other(x), model(x), rtol=1e-4, atol=1e-5)
+    model.eval()
+    for backend in ["torchvision"] + (["cpp"] if deform_cpp.kernel() is not None else []):
+        other = ConvNet(model_type, [4, 8], backend=backend)
+        other.load_state_dict(model.state_dict())
+        other.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(other(x), model(x), rtol=1e-4, atol=1e-5)

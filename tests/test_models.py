@@ -16,7 +16,7 @@ def test_output_shape(model_type, conv_ch):
     assert sum(isinstance(m, nn.ReLU) for m in model.features) == len(conv_ch) - 1
 
 
-@pytest.mark.parametrize("backend", ["gather", "torchvision"])
+@pytest.mark.parametrize("backend", ["gather", "cpp", "torchvision"])
 @pytest.mark.parametrize("modulated", [False, True])
 def test_zero_offsets_equal_plain_conv(backend, modulated):
     torch.manual_seed(0)
@@ -30,7 +30,7 @@ def test_zero_offsets_equal_plain_conv(backend, modulated):
     torch.testing.assert_close(layer(x), expected)
 
 
-@pytest.mark.parametrize("backend", ["gather", "torchvision"])
+@pytest.mark.parametrize("backend", ["gather", "cpp", "torchvision"])
 def test_mask_of_ones_equals_v1(backend):
     torch.manual_seed(1)
     x = torch.randn(2, 4, 8, 8, dtype=torch.float64)

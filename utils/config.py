@@ -144,7 +144,7 @@ class BenchmarkConfig:
     warmup: int = optional(non_negative_int, 2)
     repeats: int = optional(positive_int, 5)
     device: str = optional(device, "auto")
-    backends: list = optional(backend_list, ("torchvision", "gather"))
+    backends: list = optional(backend_list, ("torchvision", "gather", "cpp"))
     # Real images for the data-pipeline share (random images are used when these are missing).
     data_dir: str = optional(text, "./data")
     download: bool = optional(boolean, False)

@@ -1,5 +1,7 @@
+"""Which device, and which deformable-convolution op on it, a run uses."""
 import torch
 
+from models.deform_cpp import build_error, kernel
 from utils.errors import UserError
 
 
@@ -11,3 +13,25 @@ def resolve_device(name):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f'device "{name}" was asked for but CUDA is not available here; set "device": "auto" or "cpu"')
     return device
+
+
+def resolve_backend(name, device):
+    """"auto" -> the fastest op for the device, by measurement (benchmark.py, README): on CPU the fused C++
+    kernel ("cpp"), or the pure-PyTorch "gather" op when the kernel cannot be built here; on CUDA
+    torchvision's native kernel. An explicit "cpp" must be usable: CPU, and a kernel that builds."""
+    on_cuda = torch.device(device).type == "cuda"
+    if name == "auto":
+        return "torchvision" if on_cuda else ("cpp" if kernel() is not None else "gather")
+    if name == "cpp" and on_cuda:
+        raise UserError('"dcn_backend": "cpp" runs on the CPU only; on CUDA use "auto" or "torchvision"')
+    if name == "cpp" and kernel() is None:
+        raise UserError(f'"dcn_backend": "cpp" could not be built here ({build_error()}); use "auto" or "gather"')
+    return name
+
+
+def backend_note(model_type, backend):
+    """For log lines: the deformable op in use (and why, when the C++ kernel was skipped), nothing for Conv2d."""
+    if model_type == 1:
+        return ""
+    why = f" (the cpp kernel could not be built: {build_error()})" if backend == "gather" and build_error() else ""
+    return f", dcn_backend={backend}{why}"

@@ -7,10 +7,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models import MODEL_NAMES, backend_note, count_parameters, resolve_backend
+from models import MODEL_NAMES, count_parameters
 from utils import data as data_mod
 from utils.checkpoint import load_checkpoint, model_from_checkpoint
-from utils.device import resolve_device
+from utils.device import backend_note, resolve_backend, resolve_device
 from utils.files import write_json
 from utils.plotting import plot_confusion
 

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models import MODEL_NAMES, ConvNet, backend_note, count_parameters, resolve_backend
+from models import MODEL_NAMES, ConvNet, count_parameters
 from utils import data as data_mod
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.device import resolve_device
+from utils.device import backend_note, resolve_backend, resolve_device
 from utils.errors import Interrupted, UserError
 from utils.evaluate import evaluate
 from utils.files import write_csv, write_json
