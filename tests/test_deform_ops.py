@@ -100,6 +100,14 @@ def test_gradcheck_float64(backend, mask):
     assert torch.autograd.gradcheck(fn, tuple(tensors), eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", FAST[1:])
+def test_cpp_refuses_inconsistent_shapes_instead_of_reading_out_of_bounds(backend):
+    x, w = torch.randn(1, 4, 6, 6), torch.randn(5, 4, 3, 3)
+    for off, mask in [(torch.randn(1, 17, 6, 6), None), (torch.randn(1, 18, 9, 9), None), (torch.randn(1, 18, 6, 6), torch.rand(1, 8, 6, 6))]:
+        with pytest.raises(RuntimeError, match="deform_conv_cpu"):
+            deform_conv2d(x, off, w, None, 1, 1, 1, mask, backend=backend)
+
+
 def test_auto_backend_rule():
     assert resolve_backend("auto", "cpu") == ("cpp" if deform_cpp.kernel() is not None else "gather")
     assert resolve_backend("auto", "cuda") == "torchvision"
@@ -117,7 +125,8 @@ def test_cpp_kernel_builds_where_there_is_a_compiler():
 def test_a_kernel_that_cannot_be_built_falls_back_to_gather(monkeypatch):
     monkeypatch.setattr(deform_cpp, "_state", {"error": "c++: command not found"})
     assert resolve_backend("auto", "cpu") == "gather"
-    assert "could not be built: c++: command not found" in backend_note(3, "gather")
+    assert "could not be built: c++: command not found" in backend_note("gather")
+    assert resolve_backend("auto", "cpu", model_type=1) is None and backend_note(None) == ""  # Conv2d: nothing to build
     with pytest.raises(UserError, match='"cpp" could not be built here .*use "auto" or "gather"'):
         resolve_backend("cpp", "cpu")
 

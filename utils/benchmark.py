@@ -174,7 +174,7 @@ def run_benchmark(cfg):
     for model_type, backend in variants:
         label = MODEL_NAMES[model_type] + ("" if model_type == 1 else f" / {backend}")
         print(f"measuring {label} ...", flush=True)
-        rows.append(run_isolated((model_type, backend if model_type != 1 else "gather", dataclasses.asdict(cfg), str(device))))
+        rows.append(run_isolated((model_type, None if model_type == 1 else backend, dataclasses.asdict(cfg), str(device))))
     base = rows[0]
     for row in rows:
         for key in ("layer_forward_ms", "layer_forward_backward_ms", "model_forward_ms", "model_forward_backward_ms", "train_step_ms"):

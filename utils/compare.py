@@ -146,8 +146,10 @@ def aggregate(cfg, host=None):
     runs = load_runs(cfg.outdir, cfg.models, cfg.seeds)
     if not runs:
         raise UserError(f"no finished runs under {cfg.outdir}; run compare.py without \"aggregate_only\" first")
-    devices = sorted({f"{r['metrics']['device']} (dcn_backend {r['metrics']['dcn_backend']})" for rs in runs.values() for r in rs})
-    environment = f"Runs on: {', '.join(devices)}." + (f" {host}" if host else "")
+    metrics = [r["metrics"] for rs in runs.values() for r in rs]
+    devices = sorted({m["device"] for m in metrics})
+    backends = sorted({m["dcn_backend"] for m in metrics if m.get("dcn_backend")})  # None for Conv2d runs
+    environment = f"Runs on: {', '.join(devices)}" + (f" (dcn_backend {', '.join(backends)})" if backends else "") + "." + (f" {host}" if host else "")
     rows, pairs = summarize(runs)
     out = Path(cfg.outdir)
     write_json(out / "comparison.json", {"protocol": cfg.protocol, "config": dataclasses.asdict(cfg), "models": rows, "pairs": pairs, "environment": environment})

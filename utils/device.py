@@ -15,10 +15,13 @@ def resolve_device(name):
     return device
 
 
-def resolve_backend(name, device):
+def resolve_backend(name, device, model_type=None):
     """"auto" -> the fastest op for the device, by measurement (benchmark.py, README): on CPU the fused C++
     kernel ("cpp"), or the pure-PyTorch "gather" op when the kernel cannot be built here; on CUDA
-    torchvision's native kernel. An explicit "cpp" must be usable: CPU, and a kernel that builds."""
+    torchvision's native kernel. An explicit "cpp" must be usable: CPU, and a kernel that builds.
+    None for the Conv2d model (model_type 1): it has no deformable op, so nothing is chosen or built."""
+    if model_type == 1:
+        return None
     on_cuda = torch.device(device).type == "cuda"
     if name == "auto":
         return "torchvision" if on_cuda else ("cpp" if kernel() is not None else "gather")
@@ -29,9 +32,9 @@ def resolve_backend(name, device):
     return name
 
 
-def backend_note(model_type, backend):
+def backend_note(backend):
     """For log lines: the deformable op in use (and why, when the C++ kernel was skipped), nothing for Conv2d."""
-    if model_type == 1:
+    if backend is None:
         return ""
     why = f" (the cpp kernel could not be built: {build_error()})" if backend == "gather" and build_error() else ""
     return f", dcn_backend={backend}{why}"

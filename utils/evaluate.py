@@ -46,12 +46,12 @@ def evaluate(model, batches, num_classes=10):
 def run_test(cfg):
     """Evaluate the checkpoint named in a TestConfig on the 10,000 official test images."""
     device = resolve_device(cfg.device)
-    backend = resolve_backend(cfg.dcn_backend, device)
+    backend = resolve_backend(cfg.dcn_backend, device, cfg.model_type)
     state = load_checkpoint(cfg.model)  # before loading data: a bad checkpoint fails fast
     model = model_from_checkpoint(state, cfg.model, cfg.model_type, cfg.conv_ch, backend).to(device)
     test_set = data_mod.load_cifar10(cfg.data_dir, train=False, download=cfg.download)
     name = MODEL_NAMES[cfg.model_type]
-    print(f"testing {name} ({count_parameters(model):,} parameters) from {cfg.model} on {len(test_set):,} test images, {device}{backend_note(cfg.model_type, backend)}")
+    print(f"testing {name} ({count_parameters(model):,} parameters) from {cfg.model} on {len(test_set):,} test images, {device}{backend_note(backend)}")
     result = evaluate(model, data_mod.Batches(test_set, cfg.batch_size, device))
     out = Path(cfg.outdir) / "test"
     metrics = {

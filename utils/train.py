@@ -72,7 +72,7 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume"):
         raise UserError(f"{run.root} already holds a training run; add --resume to continue it or --overwrite to replace it (or change outdir)")
     state = resume_state(run, cfg) if resume else None
     device = resolve_device(cfg.device)
-    backend = resolve_backend(cfg.dcn_backend, device)
+    backend = resolve_backend(cfg.dcn_backend, device, cfg.model_type)
     seed_everything(cfg.random_seed)
     train_set, val_set = prepare_data(cfg)
 
@@ -96,7 +96,7 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume"):
     val_batches = data_mod.Batches(val_set, cfg.batch_size, device)
     print(
         f"training {name} ({count_parameters(model):,} parameters) on {len(train_set):,} images, validating on "
-        f"{len(val_set):,}; {device}{backend_note(cfg.model_type, backend)}, epochs {start_epoch}..{cfg.num_epoch}, writing {run.root}"
+        f"{len(val_set):,}; {device}{backend_note(backend)}, epochs {start_epoch}..{cfg.num_epoch}, writing {run.root}"
     )
     if state is None:
         save_checkpoint(run.last, model, optimizer, 0, history, config_dict)  # so even a Ctrl-C in epoch 1 can resume

@@ -153,7 +153,20 @@ Geometry geometry_of(const at::Tensor& input, const at::Tensor& offset, const at
   g.sh = sh, g.sw = sw, g.ph = ph, g.pw = pw, g.dh = dh, g.dw = dw;
   g.groups = g.c / weight.size(1);
   g.offset_groups = offset.size(1) / (2 * g.taps());
+  // The loops index raw pointers: refuse any shape that would make them read outside a tensor.
+  TORCH_CHECK(input.dim() == 4 && offset.dim() == 4 && weight.dim() == 4 && offset.size(0) == g.n, "deform_conv_cpu: bad tensor ranks or batch sizes");
+  TORCH_CHECK(input.is_contiguous() && offset.is_contiguous() && weight.is_contiguous(), "deform_conv_cpu: tensors must be contiguous");
+  TORCH_CHECK(g.groups >= 1 && g.c % weight.size(1) == 0 && g.out_ch % g.groups == 0, "deform_conv_cpu: weight groups do not divide the channels");
+  TORCH_CHECK(g.offset_groups >= 1 && offset.size(1) == 2 * g.offset_groups * g.taps() && g.c % g.offset_groups == 0,
+              "deform_conv_cpu: offset must have 2 * offset_groups * kh * kw channels, offset_groups dividing the input channels");
+  TORCH_CHECK(g.ho == (g.h + 2 * ph - dh * (g.kh - 1) - 1) / sh + 1 && g.wo == (g.w + 2 * pw - dw * (g.kw - 1) - 1) / sw + 1,
+              "deform_conv_cpu: offset height/width do not match the output size");
   return g;
+}
+
+void check_mask(const at::Tensor& mask, const Geometry& g) {
+  TORCH_CHECK(!mask.defined() || (mask.is_contiguous() && mask.sizes() == at::IntArrayRef({g.n, g.offset_groups * g.taps(), g.ho, g.wo})),
+              "deform_conv_cpu: mask must be contiguous, [N, offset_groups * kh * kw, Ho, Wo]");
 }
 
 // weight [O, C/groups, kh, kw] -> per weight group, [O/groups, kh*kw*C/groups] matching the column layout.
@@ -169,6 +182,8 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& offset, const c10:
                    const at::Tensor& weight, const c10::optional<at::Tensor>& bias_or_none, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
   const at::Tensor mask = mask_or_none.value_or(at::Tensor()), bias = bias_or_none.value_or(at::Tensor());
   const Geometry g = geometry_of(input, offset, weight, sh, sw, ph, pw, dh, dw);
+  check_mask(mask, g);
+  TORCH_CHECK(!bias.defined() || bias.numel() == g.out_ch, "deform_conv_cpu: bias must have out_channels entries");
   const auto segs = channel_segments(g);
   const at::Tensor w_mat = weight_matrix(weight, g);
   at::Tensor out = at::empty({g.n, g.out_ch, g.ho * g.wo}, input.options());
@@ -207,6 +222,8 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& i
                                  int64_t pw, int64_t dh, int64_t dw, bool need_input_grad) {
   const at::Tensor mask = mask_or_none.value_or(at::Tensor());
   const Geometry g = geometry_of(input, offset, weight, sh, sw, ph, pw, dh, dw);
+  check_mask(mask, g);
+  TORCH_CHECK(grad_out.numel() == g.n * g.out_ch * g.ho * g.wo, "deform_conv_cpu: grad_out has the wrong size");
   const auto segs = channel_segments(g);
   const at::Tensor w_mat = weight_matrix(weight, g);
   const at::Tensor grad = grad_out.reshape({g.n, g.out_ch, g.ho * g.wo});
