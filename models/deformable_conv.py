@@ -14,7 +14,7 @@ class DeformableConv(DeformConv2d):
     Both predictors are 3x3 convolutions with the layer's stride/padding/dilation, initialised to zero
     (weights and bias) as in the DCN papers: training starts from the regular sampling grid, and in DCNv2
     from a mask of sigmoid(0) = 0.5 everywhere. `backend` picks the op ("torchvision", "gather" or "cpp", see
-    models/deform_ops.py); both compute the same function on the same parameters, so checkpoints move freely.
+    models/deform_ops.py); all compute the same function on the same parameters, so checkpoints move freely.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1, dilation=1, modulated=False, backend="gather"):
