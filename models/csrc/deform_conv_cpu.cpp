@@ -24,6 +24,8 @@ struct Geometry {
   int64_t n, c, h, w, out_ch, ho, wo, kh, kw, sh, sw, ph, pw, dh, dw, offset_groups, groups;
   int64_t taps() const { return kh * kw; }
   int64_t cols_per_pixel() const { return c * kh * kw; }  // laid out [weight group][tap][channel in group]
+  int64_t image_size() const { return h * w * c; }         // one image of the channels-last input
+  int64_t points_per_image() const { return offset_groups * kh * kw * ho * wo; }  // = mask entries per image
   // Output pixels per block: a whole image up to 2^20 column entries (4 MB in float32; a CIFAR image of the
   // default network is 0.6 M). Measured: smaller blocks (64 K entries, L2-sized) made the backward ~15%
   // slower, because the weight-gradient GEMM then sums over too few pixels per call.
@@ -34,7 +36,9 @@ struct Geometry {
 
 // A run of channels inside one offset group and one weight group: contiguous in the input and in the columns.
 struct Segment {
-  int64_t c0, c1, offset_group, col_start_tap0;  // columns of tap k start at col_start_tap0 + k * channels_per_group
+  int64_t c0, c1, offset_group, col_start_tap0, channels_per_group;
+  // Where channel c of tap k lands in a pixel's columns: at column_base(k) + c.
+  int64_t column_base(int64_t k) const { return col_start_tap0 + k * channels_per_group - c0; }
 };
 
 std::vector<Segment> channel_segments(const Geometry& g) {
@@ -43,7 +47,7 @@ std::vector<Segment> channel_segments(const Geometry& g) {
   for (int64_t c0 = 0; c0 < g.c;) {
     const int64_t og = c0 / per_offset_group, wg = c0 / per_group;
     const int64_t c1 = std::min((og + 1) * per_offset_group, (wg + 1) * per_group);
-    segs.push_back({c0, c1, og, wg * g.taps() * per_group + (c0 - wg * per_group)});
+    segs.push_back({c0, c1, og, wg * g.taps() * per_group + (c0 - wg * per_group), per_group});
     c0 = c1;
   }
   return segs;
@@ -109,7 +113,7 @@ inline void axpy(T* __restrict y, T a, const T* __restrict x, int64_t c0, int64_
 template <typename T, typename F>
 inline void for_each_point(const Geometry& g, int64_t n, int64_t p0, int64_t p1, const T* offset, F&& visit) {
   const int64_t plane = g.ho * g.wo, k_all = g.taps();
-  const T* off_n = offset + n * 2 * g.offset_groups * k_all * plane;
+  const T* off_n = offset + n * 2 * g.points_per_image();
   for (int64_t p = p0; p < p1; ++p) {
     const int64_t oy = p / g.wo, ox = p % g.wo;
     for (int64_t k = 0; k < k_all; ++k) {
@@ -128,9 +132,9 @@ inline void for_each_point(const Geometry& g, int64_t n, int64_t p0, int64_t p1,
 template <typename T>
 void sample_block(const Geometry& g, const std::vector<Segment>& segs, int64_t n, int64_t p0, int64_t p1, const T* input,
                   const T* offset, const T* mask, const T* zeros, T* cols) {
-  const int64_t cpg = g.c / g.groups, row = g.cols_per_pixel();
-  const T* image = input + n * g.h * g.w * g.c;
-  const T* mask_n = mask ? mask + n * g.offset_groups * g.taps() * g.ho * g.wo : nullptr;
+  const int64_t row = g.cols_per_pixel();
+  const T* image = input + n * g.image_size();
+  const T* mask_n = mask ? mask + n * g.points_per_image() : nullptr;
   Corners<T> cr;
   for_each_point<T>(g, n, p0, p1, offset, [&](int64_t p, int64_t k, int64_t og, T y, T x, int64_t mask_at) {
     find_corners(y, x, g, image, zeros, cr);
@@ -138,8 +142,7 @@ void sample_block(const Geometry& g, const std::vector<Segment>& segs, int64_t n
     const T w0 = cr.weight[0] * m, w1 = cr.weight[1] * m, w2 = cr.weight[2] * m, w3 = cr.weight[3] * m;
     for (const Segment& s : segs) {
       if (s.offset_group != og) continue;
-      T* out = cols + (p - p0) * row + s.col_start_tap0 + k * cpg - s.c0;
-      blend(out, cr.value, w0, w1, w2, w3, s.c0, s.c1);
+      blend(cols + (p - p0) * row + s.column_base(k), cr.value, w0, w1, w2, w3, s.c0, s.c1);
     }
   });
 }
@@ -245,11 +248,11 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& i
       at::Tensor grad_cols = at::empty({block, row}, input.options());
       at::Tensor grad_w_local = at::zeros_like(w_mat);
       for (int64_t n = begin; n < end; ++n) {
-        const scalar_t* image = input.data_ptr<scalar_t>() + n * g.h * g.w * g.c;
-        scalar_t* grad_image = need_input_grad ? grad_input.data_ptr<scalar_t>() + n * g.h * g.w * g.c : nullptr;
-        scalar_t* g_off = grad_offset.data_ptr<scalar_t>() + n * 2 * g.offset_groups * g.taps() * plane;
-        scalar_t* g_mask = mask_all ? grad_mask.data_ptr<scalar_t>() + n * g.offset_groups * g.taps() * plane : nullptr;
-        const scalar_t* mask_n = mask_all ? mask_all + n * g.offset_groups * g.taps() * plane : nullptr;
+        const scalar_t* image = input.data_ptr<scalar_t>() + n * g.image_size();
+        scalar_t* grad_image = need_input_grad ? grad_input.data_ptr<scalar_t>() + n * g.image_size() : nullptr;
+        scalar_t* g_off = grad_offset.data_ptr<scalar_t>() + n * 2 * g.points_per_image();
+        scalar_t* g_mask = mask_all ? grad_mask.data_ptr<scalar_t>() + n * g.points_per_image() : nullptr;
+        const scalar_t* mask_n = mask_all ? mask_all + n * g.points_per_image() : nullptr;
         for (int64_t p0 = 0; p0 < plane; p0 += block) {
           const int64_t p1 = std::min(p0 + block, plane), count = p1 - p0;
           // d loss / d columns = grad_out^T @ W, per weight group.
@@ -268,7 +271,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& i
             for (int j = 0; j < 4; ++j) wm[j] = cr.weight[j] * m;
             for (const Segment& s : segs) {
               if (s.offset_group != og) continue;
-              const int64_t at_col = (p - p0) * row + s.col_start_tap0 + k * cpg - s.c0;
+              const int64_t at_col = (p - p0) * row + s.column_base(k);
               const scalar_t* gc = gc_all + at_col;
               blend(col_all + at_col, cr.value, wm[0], wm[1], wm[2], wm[3], s.c0, s.c1);
               corner_dots(cr.value, gc, s.c0, s.c1, dot);
@@ -297,8 +300,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& i
   // Summed in image order, not in the order the threads finished: the result is the same on every run.
   std::sort(grad_w_parts.begin(), grad_w_parts.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (const auto& part : grad_w_parts) grad_w_mat.add_(part.second);
-  const int64_t cpg_w = g.c / g.groups;
-  at::Tensor grad_weight = grad_w_mat.view({g.out_ch, g.kh, g.kw, cpg_w}).permute({0, 3, 1, 2}).contiguous();
+  at::Tensor grad_weight = grad_w_mat.view({g.out_ch, g.kh, g.kw, cpg}).permute({0, 3, 1, 2}).contiguous();
   return {grad_input, grad_offset, grad_mask, grad_weight};
 }
 
