@@ -30,6 +30,15 @@ def save_checkpoint(path, model, optimizer, epoch, history, config):
         torch.save(state, tmp)
 
 
+def save_weights(path, model_state, model_type, conv_ch, epoch, config):
+    """A finished run's model alone (no optimizer state, history or RNG): ~0.4 MB, small enough to commit.
+    Loads like any checkpoint (test scripts, visualize_offsets.py)."""
+    state = {"model_type": model_type, "model_name": MODEL_NAMES[model_type], "conv_ch": list(conv_ch), "epoch": epoch,
+             "model": {k: v.detach().cpu() for k, v in model_state.items()}, "config": config}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
 def load_checkpoint(path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -8,24 +8,20 @@ import dataclasses
 import json
 import math
 from itertools import combinations
-from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
 from models import MODEL_NAMES
-from utils.checkpoint import load_checkpoint
 from utils.config import TestConfig, TrainConfig
 from utils.data import CLASSES
 from utils.errors import UserError
 from utils.files import write_csv, write_json, write_text
 from utils.plotting import plot_comparison_accuracy, plot_comparison_loss, plot_comparison_per_class
+from utils.progress import ProtocolProgress
+from utils.runs import ProtocolLayout, run_status, tested_epoch
 
 ALPHA = 0.05
-
-
-def run_dir(cfg, model_type, seed):
-    return Path(cfg.outdir) / MODEL_NAMES[model_type] / f"seed_{seed}"
 
 
 def _shared(cfg, target_cls):
@@ -35,53 +31,73 @@ def _shared(cfg, target_cls):
 
 
 def train_config_for(cfg, model_type, seed):
-    return TrainConfig(**_shared(cfg, TrainConfig), outdir=str(run_dir(cfg, model_type, seed)), model_type=model_type,
+    run = ProtocolLayout(cfg.outdir).run(MODEL_NAMES[model_type], seed)
+    return TrainConfig(**_shared(cfg, TrainConfig), outdir=str(run.root), model_type=model_type,
                        random_seed=seed, save_epoch_freq=cfg.num_epoch)
 
 
 def test_config_for(cfg, model_type, seed):
-    run = run_dir(cfg, model_type, seed)
-    return TestConfig(**{**_shared(cfg, TestConfig), "batch_size": cfg.eval_batch_size}, outdir=str(run), model_type=model_type,
-                      model=str(run / "train" / "ckpt" / f"model_{cfg.num_epoch}.pth"))
+    run = ProtocolLayout(cfg.outdir).run(MODEL_NAMES[model_type], seed)
+    return TestConfig(**{**_shared(cfg, TestConfig), "batch_size": cfg.eval_batch_size}, outdir=str(run.root), model_type=model_type,
+                      model=str(run.weights))
 
 
-def run_state(train_cfg):
-    """'done', 'partial' (resumable) or 'new'."""
-    last = Path(train_cfg.outdir) / "train" / "ckpt" / "last.pth"
-    if not last.exists():
-        return "new"
-    return "done" if load_checkpoint(last)["epoch"] >= train_cfg.num_epoch else "partial"
+def check_settings(run, train_cfg):
+    """A finished run is reused only if it computed what the config asks for."""
+    from utils.train import result_settings
+
+    recorded = (run.read_record() or {}).get("settings", {})
+    for key, wanted in result_settings(train_cfg).items():
+        if key in recorded and recorded[key] != wanted:
+            raise UserError(
+                f"{run.root} was trained with {key} {json.dumps(recorded[key])}, the config says {json.dumps(wanted)}; "
+                f"set another outdir for the new setting (or move that run away)"
+            )
 
 
 def run_all(cfg):
     from utils.evaluate import run_test  # late: keeps aggregation importable without the training stack
     from utils.train import train
 
-    jobs = [(m, s) for s in cfg.seeds for m in cfg.models]
-    for i, (model_type, seed) in enumerate(jobs, start=1):
-        tc = train_config_for(cfg, model_type, seed)
-        state = run_state(tc)
-        head = f"[{cfg.protocol}] run {i}/{len(jobs)}: {MODEL_NAMES[model_type]}, seed {seed}"
-        if state == "done":
-            print(f"{head}: trained already, skipping")
-        else:
-            print(f"{head}: {'resuming' if state == 'partial' else 'training'} ({cfg.num_epoch} epochs)", flush=True)
-            train(tc, resume=(state == "partial"), resume_command="python compare.py --config <same config> (it resumes by itself)")
-        metrics = Path(tc.outdir) / "test" / "metrics.json"
-        if not metrics.exists() or json.loads(metrics.read_text()).get("checkpoint_epoch") != cfg.num_epoch:
-            run_test(test_config_for(cfg, model_type, seed))
+    layout = ProtocolLayout(cfg.outdir)
+    jobs = [(MODEL_NAMES[m], m, s) for s in cfg.seeds for m in cfg.models]
+    status = {(name, s): run_status(layout.run(name, s), cfg.num_epoch) for name, _, s in jobs}
+    measured = {}
+    for name, _, s in jobs:
+        history = layout.run(name, s).history_json
+        if history.exists():
+            measured.setdefault(name, []).extend(h["train_seconds"] + h["val_seconds"] for h in json.loads(history.read_text()))
+    progress = ProtocolProgress(cfg.protocol, cfg.num_epoch, {key: st.epochs_done for key, st in status.items()}, measured)
+    try:
+        for i, (name, model_type, seed) in enumerate(jobs, start=1):
+            tc, run, state = train_config_for(cfg, model_type, seed), layout.run(name, seed), status[(name, seed)].state
+            head = f"[{cfg.protocol}] run {i}/{len(jobs)}: {name}, seed {seed}"
+            if state == "done":
+                check_settings(run, tc)
+                print(f"{head}: trained already, skipping")
+            else:
+                print(f"{head}: {'resuming' if state == 'partial' else 'training'} ({cfg.num_epoch} epochs)", flush=True)
+                train(tc, resume=(state == "partial"), resume_command="python compare.py --config <same config> (it resumes by itself)",
+                      on_epoch=lambda entry, name=name, seed=seed: progress.epoch_finished(name, seed, entry))
+            if tested_epoch(run) != cfg.num_epoch:
+                run_test(test_config_for(cfg, model_type, seed))
+            if state != "done":
+                files = " ".join(str(f) for f in run.result_files())
+                print(f"{head}: finished; its result files are {files}", flush=True)
+    finally:
+        progress.close()
 
 
 def load_runs(outdir, models, seeds):
     """{model_name: [{"seed", "history", "metrics"}, ...]} for every finished and tested run found."""
     runs = {}
+    layout = ProtocolLayout(outdir)
     for model_type in models:
         name = MODEL_NAMES[model_type]
         for seed in seeds:
-            d = Path(outdir) / name / f"seed_{seed}"
-            hist, met = d / "train" / "history.json", d / "test" / "metrics.json"
-            if hist.exists() and met.exists():
-                runs.setdefault(name, []).append({"seed": seed, "history": json.loads(hist.read_text()), "metrics": json.loads(met.read_text())})
+            run = layout.run(name, seed)
+            if run.history_json.exists() and run.metrics.exists():
+                runs.setdefault(name, []).append({"seed": seed, "history": json.loads(run.history_json.read_text()), "metrics": json.loads(run.metrics.read_text())})
     return runs
 
 
@@ -151,16 +167,16 @@ def aggregate(cfg, host=None):
     backends = sorted({m["dcn_backend"] for m in metrics if m.get("dcn_backend")})  # None for Conv2d runs
     environment = f"Runs on: {', '.join(devices)}" + (f" (dcn_backend {', '.join(backends)})" if backends else "") + "." + (f" {host}" if host else "")
     rows, pairs = summarize(runs)
-    out = Path(cfg.outdir)
-    write_json(out / "comparison.json", {"protocol": cfg.protocol, "config": dataclasses.asdict(cfg), "models": rows, "pairs": pairs, "environment": environment})
-    write_csv(out / "comparison.csv", [{k: v for k, v in r.items() if k not in ("test_accuracies", "per_class_accuracy")} for r in rows])
+    out = ProtocolLayout(cfg.outdir)
+    write_json(out.file("comparison.json"), {"protocol": cfg.protocol, "config": dataclasses.asdict(cfg), "models": rows, "pairs": pairs, "environment": environment})
+    write_csv(out.file("comparison.csv"), [{k: v for k, v in r.items() if k not in ("test_accuracies", "per_class_accuracy")} for r in rows])
     report = render(cfg, rows, pairs, environment)
-    write_text(out / "comparison.md", report)
-    plot_comparison_loss(runs, out / "comparison_loss.png", cfg.protocol)
-    plot_comparison_accuracy(rows, out / "comparison_accuracy.png", cfg.protocol)
-    plot_comparison_per_class(rows, CLASSES, out / "comparison_per_class.png", cfg.protocol)
+    write_text(out.file("comparison.md"), report)
+    plot_comparison_loss(runs, out.file("comparison_loss.png"), cfg.protocol)
+    plot_comparison_accuracy(rows, out.file("comparison_accuracy.png"), cfg.protocol)
+    plot_comparison_per_class(rows, CLASSES, out.file("comparison_per_class.png"), cfg.protocol)
     print(report)
-    print(f"wrote {out}/comparison.md, .json, .csv, comparison_loss.png, comparison_accuracy.png, comparison_per_class.png")
+    print(f"wrote {out.root}/comparison.md, .json, .csv, comparison_loss.png, comparison_accuracy.png, comparison_per_class.png")
     return rows, pairs
 
 

@@ -1,23 +1,26 @@
 """The training loop: one place for data, model, optimiser, loss, validation, history, plots and checkpoints."""
 import dataclasses
+import platform
 import random
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
 from tqdm import tqdm
 
 from models import MODEL_NAMES, ConvNet, count_parameters
 from utils import data as data_mod
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils import runs
+from utils.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from utils.device import backend_note, resolve_backend, resolve_device
 from utils.errors import Interrupted, UserError
 from utils.evaluate import evaluate
 from utils.files import write_csv, write_json
 from utils.plotting import plot_loss
+from utils.runs import RunLayout
 
 
 def seed_everything(seed):
@@ -26,53 +29,93 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-class RunDir:
-    """The files of one training run under <outdir>/train."""
-
-    def __init__(self, outdir):
-        self.root = Path(outdir) / "train"
-        self.ckpt = self.root / "ckpt"
-        self.last = self.ckpt / "last.pth"  # full state after the latest finished epoch, for --resume
-        self.history_json = self.root / "history.json"
-        self.history_csv = self.root / "history.csv"
-        self.loss_png = self.root / "loss.png"
-
-    def has_run(self):
-        return self.root.exists() and any(self.root.iterdir())
-
-    def checkpoint(self, epoch):
-        return self.ckpt / f"model_{epoch}.pth"
-
-
 def prepare_data(cfg):
     full = data_mod.load_cifar10(cfg.data_dir, train=True, download=cfg.download)
     full = data_mod.stratified_subset(full, cfg.train_subset, cfg.random_seed)
     return data_mod.split_train_val(full, cfg.test_size, cfg.random_seed)
 
 
+# The config keys that define what a run computes besides its variant (not where or on what it runs). A
+# finished run is only reused when these match (compare.py); they are stored in the run's record.
+RESULT_KEYS = ("conv_ch", "batch_size", "test_size", "random_seed", "learning_rate", "weight_decay", "train_subset")
+
+
+def result_settings(cfg):
+    return {key: getattr(cfg, key) for key in RESULT_KEYS}
+
+
 def resume_state(run, cfg):
     """Model/optimizer/history of the latest finished epoch, checked against the config."""
     if not run.last.exists():
-        raise UserError(f"--resume: no resumable checkpoint at {run.last}; start the run without --resume")
+        hint = (" (a finished run from another machine keeps only its final weights, not the optimizer state needed to continue it)"
+                if run.weights.exists() else "")
+        raise UserError(f"--resume: no resumable checkpoint at {run.last}{hint}; start the run without --resume")
     state = load_checkpoint(run.last)
     if state["model_type"] != cfg.model_type or list(state["conv_ch"]) != list(cfg.conv_ch):
         raise UserError(
             f"--resume: {run.last} is model_type {state['model_type']} with conv_ch {state['conv_ch']}, the config says "
             f"model_type {cfg.model_type} with conv_ch {cfg.conv_ch}; use the config the run was started with"
         )
-    if state["epoch"] >= cfg.num_epoch:
+    if state["epoch"] > cfg.num_epoch or (state["epoch"] == cfg.num_epoch and finished(run, cfg.num_epoch)):
         raise UserError(f"--resume: the run in {run.root} already has {state['epoch']} epochs; raise num_epoch above {state['epoch']} to extend it")
     return state
 
 
-def train(cfg, resume=False, overwrite=False, resume_command="--resume"):
-    """Train the model a TrainConfig describes; returns the per-epoch history."""
-    run = RunDir(cfg.outdir)
-    if run.has_run() and not (resume or overwrite):
-        raise UserError(f"{run.root} already holds a training run; add --resume to continue it or --overwrite to replace it (or change outdir)")
+def finished(run, num_epoch):
+    record = run.read_record()
+    return record is not None and record.get("state") == "trained" and record.get("epochs_done") == num_epoch and run.weights.exists()
+
+
+class Record:
+    """Keeps the run's record (runs.py) current: one segment per start or resume of the training."""
+
+    def __init__(self, run, cfg, state, device, backend):
+        self.run, self.cfg = run, cfg
+        old = run.read_record() if state is not None else None
+        self.segments = list(old["segments"]) if old else []
+        if state is not None and not old and state["epoch"] > 0:  # a run begun by a version that kept no record
+            self.segments.append({"epochs": [1, state["epoch"]], "note": "trained before runs kept a record",
+                                  "epoch_seconds": sum(h["train_seconds"] + h["val_seconds"] for h in state["history"])})
+        first = state["epoch"] + 1 if state is not None else 1
+        self.segment = {
+            "started": runs.now(), "epochs": [first, state["epoch"] if state is not None else 0], "wall_seconds": 0.0,
+            "host": runs.describe_host(device, torch.get_num_threads()), "dcn_backend": backend,
+            "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version()},
+        }
+        self.start = time.perf_counter()
+
+    def update(self, epochs_done, trained):
+        self.segment["epochs"][1] = epochs_done
+        self.segment["wall_seconds"] = round(time.perf_counter() - self.start, 1)
+        trained_here = self.segment["epochs"][1] >= self.segment["epochs"][0]
+        self.run.write_record(variant=MODEL_NAMES[self.cfg.model_type], seed=self.cfg.random_seed, num_epoch=self.cfg.num_epoch,
+                              epochs_done=epochs_done, trained=trained, settings=result_settings(self.cfg),
+                              segments=self.segments + ([self.segment] if trained_here else []))
+
+
+def finish(run, record, cfg, model_state):
+    """The files that keep a finished run: final weights, then the record that says it is done."""
+    save_weights(run.weights, model_state, cfg.model_type, cfg.conv_ch, cfg.num_epoch, dataclasses.asdict(cfg))
+    record.update(cfg.num_epoch, trained=True)
+
+
+def train(cfg, resume=False, overwrite=False, resume_command="--resume", on_epoch=None):
+    """Train the model a TrainConfig describes; returns the per-epoch history. `on_epoch(entry)` is called after
+    each finished (and saved) epoch with its history entry (compare.py's progress line)."""
+    run = RunLayout(cfg.outdir)
+    if run.has_training() and not (resume or overwrite):
+        raise UserError(f"{run.train} already holds a training run; add --resume to continue it or --overwrite to replace it (or change outdir)")
     state = resume_state(run, cfg) if resume else None
     device = resolve_device(cfg.device)
     backend = resolve_backend(cfg.dcn_backend, device, cfg.model_type)
+    name = MODEL_NAMES[cfg.model_type]
+    config_dict = dataclasses.asdict(cfg)
+    if state is not None and state["epoch"] == cfg.num_epoch:
+        # Training finished but the process stopped before the final files were written (or an older
+        # version wrote none): write them from the last checkpoint; nothing is retrained.
+        finish(run, Record(run, cfg, state, device, backend), cfg, state["model"])
+        print(f"{name}: all {cfg.num_epoch} epochs were trained already; wrote {run.weights} and {run.record}")
+        return list(state["history"])
     seed_everything(cfg.random_seed)
     train_set, val_set = prepare_data(cfg)
 
@@ -87,19 +130,23 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume"):
             group["lr"], group["weight_decay"] = cfg.learning_rate, cfg.weight_decay
         torch.set_rng_state(state["torch_rng"])
         history, start_epoch = list(state["history"]), state["epoch"] + 1
-    elif overwrite and run.root.exists():
-        shutil.rmtree(run.root)  # only now: a config or data error above leaves the old run untouched
+    elif overwrite:
+        # Only now: a config or data error above leaves the old run untouched.
+        for path in (run.train, run.test):
+            if path.exists():
+                shutil.rmtree(path)
+        run.record.unlink(missing_ok=True)
 
-    name = MODEL_NAMES[cfg.model_type]
-    config_dict = dataclasses.asdict(cfg)
     train_batches = data_mod.Batches(train_set, cfg.batch_size, device, shuffle=True, seed=cfg.random_seed)
     val_batches = data_mod.Batches(val_set, cfg.batch_size, device)
     print(
         f"training {name} ({count_parameters(model):,} parameters) on {len(train_set):,} images, validating on "
         f"{len(val_set):,}; {device}{backend_note(backend)}, epochs {start_epoch}..{cfg.num_epoch}, writing {run.root}"
     )
+    record = Record(run, cfg, state, device, backend)
     if state is None:
         save_checkpoint(run.last, model, optimizer, 0, history, config_dict)  # so even a Ctrl-C in epoch 1 can resume
+    record.update(start_epoch - 1, trained=False)
 
     for epoch in range(start_epoch, cfg.num_epoch + 1):
         try:
@@ -109,13 +156,17 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume"):
                 {"epoch": epoch, "train_loss": train_loss, "val_loss": val.loss, "val_accuracy": val.accuracy,
                  "train_seconds": seconds, "val_seconds": val.seconds}
             )
-            print(f"epoch {epoch}/{cfg.num_epoch}: train loss {train_loss:.4f}, val loss {val.loss:.4f}, val acc {val.accuracy:.4f}, {seconds:.1f}s")
+            print(f"epoch {epoch}/{cfg.num_epoch}: train loss {train_loss:.4f}, val loss {val.loss:.4f}, val acc {val.accuracy:.4f}, {seconds:.1f}s", flush=True)
             write_json(run.history_json, history)
             write_csv(run.history_csv, history)
             plot_loss(history, run.loss_png, f"{name}: loss per epoch")
             if epoch % cfg.save_epoch_freq == 0 or epoch == cfg.num_epoch:
                 save_checkpoint(run.checkpoint(epoch), model, optimizer, epoch, history, config_dict)
             save_checkpoint(run.last, model, optimizer, epoch, history, config_dict)
+            if epoch == cfg.num_epoch:
+                finish(run, record, cfg, model.state_dict())
+            else:
+                record.update(epoch, trained=False)
         except KeyboardInterrupt:
             done = history[-1]["epoch"] if history else 0  # last.pth is written last: it holds `done` epochs
             raise Interrupted(f"interrupted in epoch {epoch}; {done} finished epochs are saved in {run.last}; continue with: {resume_command}") from None
@@ -128,7 +179,9 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume"):
             raise UserError(
                 f"out of GPU memory in epoch {epoch} at batch_size {cfg.batch_size}; set a smaller batch_size (e.g. {max(1, cfg.batch_size // 2)})"
             ) from None
-    print(f"done: {run.loss_png}, {run.history_json}, {run.checkpoint(cfg.num_epoch)}")
+        if on_epoch is not None:
+            on_epoch(history[-1])
+    print(f"done: {run.loss_png}, {run.history_json}, {run.weights} (final weights), {run.checkpoint(cfg.num_epoch)}")
     return history
 
 

@@ -1,0 +1,126 @@
+"""A long protocol survives machine changes: finished runs are kept by small files, progress is reported."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from test_compare_and_offsets import tiny_compare_config
+from utils import train as train_mod
+from utils.compare import compare
+from utils.errors import UserError
+from utils.progress import ProtocolProgress, duration
+from utils.runs import ProtocolLayout, RunLayout, run_status
+
+NAMES = ("Conv2d", "DeformConv2d", "DeformConv2dv2")
+
+
+def forbid_training(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", fail)
+
+
+def test_committed_files_alone_count_as_done(tmp_path, synthetic_data, monkeypatch, capsys):
+    cfg = tiny_compare_config(tmp_path, seeds=[0])
+    compare(cfg)
+    first = json.loads((tmp_path / "cmp/comparison.json").read_text())["models"]
+    layout = ProtocolLayout(cfg.outdir)
+    for name in NAMES:
+        run = layout.run(name, 0)
+        record = json.loads(run.record.read_text())
+        assert record["state"] == "trained" and record["epochs_done"] == 2 and record["num_epoch"] == 2
+        assert record["settings"]["learning_rate"] == 0.01 and record["segments"][0]["epochs"] == [1, 2]
+        assert record["segments"][0]["host"]["cpus"] >= 1 and record["segments"][0]["versions"]["torch"] == torch.__version__
+        weights = torch.load(run.weights, weights_only=True)
+        assert "optimizer" not in weights and weights["epoch"] == 2
+        shutil.rmtree(run.ckpt)  # what a fresh clone has: no last.pth, no full checkpoints
+    # A fresh clone: only what a commit keeps.
+    clone = tmp_path / "clone"
+    for name in NAMES:
+        run = layout.run(name, 0)
+        for f in run.result_files():
+            target = clone / "cmp" / f.relative_to(layout.root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, target)
+    assert not list(clone.rglob("*ckpt*"))
+    forbid_training(monkeypatch)
+    capsys.readouterr()
+    rows, _ = compare(tiny_compare_config(clone, seeds=[0]))
+    out = capsys.readouterr().out
+    assert out.count("trained already, skipping") == 3 and "testing" not in out
+    assert [r["test_accuracy_mean"] for r in rows] == [m["test_accuracy_mean"] for m in first]
+
+
+def test_a_finished_run_without_final_files_is_finalised_not_retrained(tmp_path, synthetic_data, monkeypatch, capsys):
+    """A run trained by an older version (no record, no weights.pth) or stopped between its last checkpoint
+    and its final files: the final files are written from last.pth, no epoch is trained again."""
+    cfg = tiny_compare_config(tmp_path, seeds=[0], models=[1])
+    compare(cfg)
+    run = ProtocolLayout(cfg.outdir).run("Conv2d", 0)
+    weights_before = torch.load(run.weights, weights_only=True)["model"]
+    run.record.unlink()
+    run.weights.unlink()
+    assert run_status(run, 2).state == "partial" and run_status(run, 2).epochs_done == 2
+    forbid_training(monkeypatch)
+    compare(cfg)
+    assert run_status(run, 2).state == "done"
+    record = json.loads(run.record.read_text())
+    assert record["segments"][0]["note"] == "trained before runs kept a record" and len(record["segments"]) == 1
+    weights_after = torch.load(run.weights, weights_only=True)["model"]
+    assert all(torch.equal(weights_before[k], weights_after[k]) for k in weights_before)
+
+
+def test_a_finished_run_with_other_settings_is_refused(tmp_path, synthetic_data):
+    compare(tiny_compare_config(tmp_path, seeds=[0], models=[1]))
+    with pytest.raises(UserError, match="was trained with learning_rate 0.01, the config says 0.02; set another outdir"):
+        compare(tiny_compare_config(tmp_path, seeds=[0], models=[1], learning_rate=0.02))
+
+
+def test_a_partial_run_resumes_and_reports_progress(tmp_path, synthetic_data, monkeypatch, capsys):
+    real = train_mod.train_one_epoch
+    calls = []
+
+    def stop_in_epoch_2(model, optimizer, batches, epoch, num_epoch):
+        calls.append(epoch)
+        if epoch == 2 and len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(model, optimizer, batches, epoch, num_epoch)
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", stop_in_epoch_2)
+    cfg = tiny_compare_config(tmp_path, seeds=[0], models=[1, 3])
+    with pytest.raises(UserError, match="interrupted in epoch 2"):
+        compare(cfg)
+    run = ProtocolLayout(cfg.outdir).run("Conv2d", 0)
+    assert run_status(run, 2).state == "partial" and run_status(run, 2).epochs_done == 1
+    assert json.loads(run.record.read_text())["state"] == "partial"
+    capsys.readouterr()
+    compare(cfg)
+    out = capsys.readouterr().out
+    assert calls == [1, 2, 2, 1, 2]  # epoch 1 of the interrupted run is not trained again
+    lines = [line for line in out.splitlines() if line.startswith("[tiny] ") and " | runs " in line]
+    assert lines[0].startswith("[tiny] Conv2d seed 0 epoch 2/2 | runs 1/2, epochs 2/4 | elapsed ")
+    assert lines[-1].startswith("[tiny] DeformConv2dv2 seed 0 epoch 2/2 | runs 2/2, epochs 4/4 |") and lines[-1].endswith("left 0m00s")
+    assert "finished; its result files are" in out
+
+
+def test_progress_estimate_uses_each_variants_epoch_time():
+    progress = ProtocolProgress("p", 10, {("A", 0): 10, ("B", 0): 4, ("A", 1): 0, ("B", 1): 0}, {"A": [60.0, 60.0], "B": [120.0]})
+    assert progress.runs_done() == 1 and progress.epochs_done() == 14
+    assert progress.eta_seconds() == (10 * 60 + 6 * 120 + 10 * 120, False)
+    rough = ProtocolProgress("p", 2, {("A", 0): 1, ("B", 0): 0}, {"A": [30.0]})
+    assert rough.eta_seconds() == (1 * 30 + 2 * 30, True)  # B borrows A's time: marked rough
+    assert ProtocolProgress("p", 2, {("A", 0): 0}, {}).eta_seconds() == (None, True)
+    assert "left ~1m30s" in rough.line("A", 0)
+    assert duration(3 * 3600 + 5 * 60 + 20) == "3h05m" and duration(59) == "0m59s"
+    for p in (progress, rough):
+        p.close()
+
+
+def test_train_script_runs_write_a_record_too(tmp_path, synthetic_data):
+    from conftest import make_train_config, run_script, write_config
+
+    assert run_script("train", 1, write_config(tmp_path / "t.json", make_train_config(tmp_path, 1, num_epoch=1))) == 0
+    run = RunLayout(tmp_path / "run")
+    assert run_status(run, 1).state == "done" and run.weights.exists()

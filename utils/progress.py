@@ -1,0 +1,69 @@
+"""Where a long comparison stands: runs and epochs done out of the total, elapsed time, estimated time left.
+
+The estimate multiplies each run's remaining epochs by the measured mean epoch time (training +
+validation) of its variant; a variant with no measured epoch yet borrows the mean of all measured epochs,
+and the line says the estimate is rough until every variant has one.
+"""
+import time
+
+from tqdm import tqdm
+
+
+def duration(seconds):
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class ProtocolProgress:
+    """`done` maps each (variant, seed) job to its finished epochs; `epoch_seconds` maps a variant to the
+    measured times of its finished epochs (from the histories already on disk)."""
+
+    def __init__(self, protocol, num_epoch, done, epoch_seconds):
+        self.protocol, self.num_epoch = protocol, num_epoch
+        self.done = dict(done)
+        self.epoch_seconds = {variant: list(times) for variant, times in epoch_seconds.items()}
+        self.start = time.perf_counter()
+        total = len(self.done) * num_epoch
+        # A bar only in a terminal (disable=None); a log file gets one line per epoch instead.
+        self.bar = tqdm(total=total, initial=self.epochs_done(), desc=f"[{protocol}] protocol", unit="epoch", disable=None, dynamic_ncols=True)
+
+    def epochs_done(self):
+        return sum(self.done.values())
+
+    def runs_done(self):
+        return sum(e >= self.num_epoch for e in self.done.values())
+
+    def eta_seconds(self):
+        """(seconds left, rough?) or (None, True) before any epoch was measured."""
+        measured = [t for times in self.epoch_seconds.values() for t in times]
+        if not measured:
+            return None, True
+        fallback = sum(measured) / len(measured)
+        left, rough = 0.0, False
+        for (variant, _), epochs in self.done.items():
+            times = self.epoch_seconds.get(variant)
+            rough |= not times and epochs < self.num_epoch
+            left += (self.num_epoch - epochs) * (sum(times) / len(times) if times else fallback)
+        return left, rough
+
+    def line(self, variant, seed):
+        left, rough = self.eta_seconds()
+        eta = "unknown until an epoch is measured" if left is None else ("~" if rough else "") + duration(left)
+        return (f"[{self.protocol}] {variant} seed {seed} epoch {self.done[(variant, seed)]}/{self.num_epoch} | "
+                f"runs {self.runs_done()}/{len(self.done)}, epochs {self.epochs_done()}/{len(self.done) * self.num_epoch} | "
+                f"elapsed {duration(time.perf_counter() - self.start)} | left {eta}")
+
+    def epoch_finished(self, variant, seed, entry):
+        """Called by the training loop after every saved epoch."""
+        self.done[(variant, seed)] = entry["epoch"]
+        self.epoch_seconds.setdefault(variant, []).append(entry["train_seconds"] + entry["val_seconds"])
+        line = self.line(variant, seed)
+        if self.bar.disable:
+            print(line, flush=True)
+        else:
+            self.bar.update(1)
+            self.bar.set_postfix_str(line.split(" | ", 1)[1])
+
+    def close(self):
+        self.bar.close()

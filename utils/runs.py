@@ -1,0 +1,189 @@
+"""Where every file of a run lives under result/, and the small record that says how far the run got.
+
+One owner for the layout: training, testing, compare.py and the offsets figure all ask this module for
+paths, never spell them out. A run folder (a train config's `outdir`) holds:
+
+    run.json                  the status record (small, committed for finished protocol runs)
+    train/history.json|.csv   one entry per finished epoch
+    train/loss.png
+    train/weights.pth         final weights only (no optimizer state): the trained model, ~0.4 MB
+    train/ckpt/last.pth       full state after the latest finished epoch, for resuming (large, never committed)
+    train/ckpt/model_<e>.pth  full checkpoints every `save_epoch_freq` epochs
+    test/metrics.json, test/confusion_matrix.png
+
+A run is *done* when its record says all epochs are trained and the final weights exist: that is what a
+fresh clone has for committed runs, so compare.py needs no `last.pth` to know it can skip them. A compare
+protocol's `outdir` holds one run folder per `<variant>/seed_<s>` plus the comparison files.
+
+This module imports no torch: reading a record must not wait for it.
+"""
+import datetime
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils.files import write_json
+
+RECORD_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    def __init__(self, root):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def record(self):
+        return self.root / "run.json"
+
+    @property
+    def train(self):
+        return self.root / "train"
+
+    @property
+    def ckpt(self):
+        return self.train / "ckpt"
+
+    @property
+    def last(self):
+        return self.ckpt / "last.pth"
+
+    def checkpoint(self, epoch):
+        return self.ckpt / f"model_{epoch}.pth"
+
+    @property
+    def history_json(self):
+        return self.train / "history.json"
+
+    @property
+    def history_csv(self):
+        return self.train / "history.csv"
+
+    @property
+    def loss_png(self):
+        return self.train / "loss.png"
+
+    @property
+    def weights(self):
+        return self.train / "weights.pth"
+
+    @property
+    def test(self):
+        return self.root / "test"
+
+    @property
+    def metrics(self):
+        return self.test / "metrics.json"
+
+    @property
+    def confusion_png(self):
+        return self.test / "confusion_matrix.png"
+
+    def has_training(self):
+        return self.train.exists() and any(self.train.iterdir())
+
+    def result_files(self):
+        """The small files that keep a finished run's result (committed for the standard protocol)."""
+        files = [self.record, self.history_json, self.history_csv, self.loss_png, self.weights, self.metrics, self.confusion_png]
+        return [f for f in files if f.exists()]
+
+    # --- the status record -------------------------------------------------------------------------
+    def read_record(self):
+        """The record as a dict, or None when there is none (a new run, or one written by older code)."""
+        try:
+            return json.loads(self.record.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return None  # unreadable: treated like no record; last.pth (if any) still says where the run is
+
+    def write_record(self, *, variant, seed, num_epoch, epochs_done, trained, settings, segments):
+        write_json(self.record, {
+            "format": RECORD_FORMAT,
+            "variant": variant,
+            "seed": seed,
+            "state": "trained" if trained else "partial",
+            "epochs_done": epochs_done,
+            "num_epoch": num_epoch,
+            "settings": settings,  # what defines the result (architecture, data, optimiser): see train.py
+            "segments": segments,  # one entry per start/resume: machine, versions, epochs, wall time
+            "files": {"weights": _rel(self.weights, self.root), "history": _rel(self.history_json, self.root),
+                      "metrics": _rel(self.metrics, self.root)},
+        })
+
+
+def _rel(path, root):
+    return str(path.relative_to(root))
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    state: str  # "new", "partial" (resumable, or finished but not yet finalised) or "done"
+    epochs_done: int
+    tested: bool  # test metrics exist for the final epoch
+
+
+def run_status(layout, num_epoch):
+    """Where a run stands, from its small record; only a run written by older code (no record) needs its
+    last.pth opened (`legacy_epoch`, imported lazily: it loads torch)."""
+    record = layout.read_record()
+    if record is not None:
+        epochs = int(record.get("epochs_done", 0))
+    elif layout.last.exists():
+        epochs = legacy_epoch(layout.last)
+    else:
+        return RunStatus("new", 0, False)
+    done = record is not None and record.get("state") == "trained" and epochs == num_epoch and layout.weights.exists()
+    return RunStatus("done" if done else "partial", epochs, done and tested_epoch(layout) == num_epoch)
+
+
+def legacy_epoch(path):
+    from utils.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(path)["epoch"])
+
+
+def tested_epoch(layout):
+    """The epoch of the weights the run's test metrics were computed from, or None."""
+    try:
+        return json.loads(layout.metrics.read_text(encoding="utf-8")).get("checkpoint_epoch")
+    except (OSError, ValueError):
+        return None
+
+
+class ProtocolLayout:
+    """A compare protocol's outdir: one run per (variant, seed), and the comparison files."""
+
+    def __init__(self, outdir):
+        self.root = Path(outdir)
+
+    def run(self, variant, seed):
+        return RunLayout(self.root / variant / f"seed_{seed}")
+
+    def file(self, name):
+        """comparison.md/.json/.csv and the comparison figures."""
+        return self.root / name
+
+
+def describe_host(device="cpu", threads=None):
+    """The machine a segment of training ran on: CPU model and vector ISA (timings differ by both), or GPU."""
+    cpu = platform.processor() or platform.machine()
+    isa = None
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+        flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+        isa = "avx512" if " avx512f" in flags else "avx2" if " avx2" in flags else None
+    except OSError:
+        pass
+    host = {"cpu": cpu, "cpu_isa": isa, "cpus": os.cpu_count(), "torch_threads": threads, "device": str(device)}
+    return host
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
