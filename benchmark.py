@@ -1,9 +1,16 @@
-"""Measure time, memory and parameters of Conv2d / DeformConv2d / DeformConv2dv2 for each deformable backend.
+"""Measure time, memory and parameters of every model variant for each deformable backend.
 
 python benchmark.py --config config/benchmark.json   (writes result/benchmark.json and result/benchmark.md)
 """
-from utils.cli import config_main
-from utils.config import BenchmarkConfig
+from utils.plumbing.cli import config_main
+from utils.plumbing.config import BenchmarkConfig
+
+
+def run(cfg):
+    from utils.experiments.benchmark import run_benchmark  # after the config is checked: torch loads here
+
+    run_benchmark(cfg)
+
 
 if __name__ == "__main__":
-    config_main(BenchmarkConfig, "utils.benchmark:run_benchmark", __doc__.splitlines()[0], "config/benchmark.json")
+    config_main(BenchmarkConfig, run, __doc__.splitlines()[0], "config/benchmark.json")

@@ -1,9 +1,16 @@
-"""Train and test Conv2d, DeformConv2d and DeformConv2dv2 over several seeds and compare them.
+"""Train and test every model variant over several seeds and compare them.
 
 python compare.py --config config/compare_cpu-quick.json   (writes <outdir>/comparison.md and figures)
 """
-from utils.cli import config_main
-from utils.config import CompareConfig
+from utils.plumbing.cli import config_main
+from utils.plumbing.config import CompareConfig
+
+
+def run(cfg):
+    from utils.experiments.compare import compare  # after the config is checked: torch loads here
+
+    compare(cfg)
+
 
 if __name__ == "__main__":
-    config_main(CompareConfig, "utils.compare:compare", __doc__.splitlines()[0], "config/compare_cpu-quick.json")
+    config_main(CompareConfig, run, __doc__.splitlines()[0], "config/compare_cpu-quick.json")

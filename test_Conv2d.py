@@ -1,5 +1,5 @@
-"""Test a trained Conv2d checkpoint: python test_Conv2d.py --config config/test_Conv2d.json"""
-from utils.cli import test_main
+"""Test a trained Conv2d checkpoint: python test_Conv2d.py --config config/test_Conv2d.json [--set key=value ...]"""
+from utils.plumbing.cli import test_main
 
 if __name__ == "__main__":
-    test_main(model_type=1, script="test_Conv2d.py")
+    test_main(variant="Conv2d", script="test_Conv2d.py")

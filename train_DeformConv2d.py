@@ -1,5 +1,5 @@
-"""Train the DeformConv2d variant: python train_DeformConv2d.py --config config/train_DeformConv2d.json"""
-from utils.cli import train_main
+"""Train the DeformConv2d model: python train_DeformConv2d.py --config config/train_DeformConv2d.json [--set key=value ...]"""
+from utils.plumbing.cli import train_main
 
 if __name__ == "__main__":
-    train_main(model_type=2, script="train_DeformConv2d.py")
+    train_main(variant="DeformConv2d", script="train_DeformConv2d.py")

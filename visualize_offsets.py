@@ -1,14 +1,14 @@
 """Draw the learned sampling points of a DeformConv2d / DeformConv2dv2 checkpoint on test images.
 
-python visualize_offsets.py --checkpoint result/DeformConv2dv2/train/ckpt/model_30.pth --data-dir ../shared/data
+python visualize_offsets.py --checkpoint result/DeformConv2dv2/train/weights.pth --data-dir ../shared/data
 """
 import argparse
 
-from utils.cli import run_cli
+from utils.plumbing.cli import run_cli
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="a DeformConv2d or DeformConv2dv2 checkpoint (.pth)")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint of a deformable variant (.pth), e.g. <run>/train/weights.pth")
     parser.add_argument("--data-dir", default="./data", help="folder holding cifar-10-batches-py (default ./data)")
     parser.add_argument("--download", action="store_true", help="download CIFAR-10 if it is missing")
     parser.add_argument("--images", type=int, nargs="+", default=[0, 1, 2, 3], help="test-set indices to draw (default 0 1 2 3)")
@@ -18,11 +18,10 @@ if __name__ == "__main__":
     args = parser.parse_args()
 
     def main():
-        from pathlib import Path
+        from utils.experiments.offsets import visualize
+        from utils.plumbing.runs import RunLayout
 
-        from utils.offsets import visualize
-
-        out = args.out or str(Path(args.checkpoint).resolve().parents[2] / "offsets" / f"offsets_{Path(args.checkpoint).stem}.png")
+        out = args.out or RunLayout.of_checkpoint(args.checkpoint).offsets_png(args.checkpoint)
         visualize(args.checkpoint, args.data_dir, args.download, args.images, tuple(args.location), out, args.summary_images)
 
     run_cli(main)

@@ -1,3 +1,5 @@
-from models.deform_ops import deform_conv2d  # noqa: F401
-from models.deformable_conv import DeformableConv  # noqa: F401
-from models.network import MODEL_NAMES, ConvNet, count_parameters  # noqa: F401
+"""The models: variants by name (registry.py), the network (network.py), the deformable layer
+(deformable_conv.py) and the deformable-convolution op with its backends (deform_ops/).
+
+Import from the modules themselves; this package imports nothing, so `models.registry` loads without torch.
+"""

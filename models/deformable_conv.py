@@ -1,26 +1,39 @@
-"""The deformable convolution layers: DCNv1 (learned offsets) and DCNv2 (learned offsets + modulation mask)."""
+"""The deformable convolution layer: DCNv1 (learned offsets) and DCNv2 (learned offsets + modulation mask)."""
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import DeformConv2d
+from torch.nn.modules.utils import _pair
 
 from models.deform_ops import deform_conv2d
 
 
-class DeformableConv(DeformConv2d):
-    """torchvision's DeformConv2d (its weight, bias and initialisation) fed by its own offset predictor and,
-    when `modulated` (DCNv2), a modulation-mask predictor.
+class DeformableConv(nn.Module):
+    """A k x k deformable convolution whose offsets (and, when `modulated`, mask) come from its own input.
 
-    Both predictors are 3x3 convolutions with the layer's stride/padding/dilation, initialised to zero
-    (weights and bias) as in the DCN papers: training starts from the regular sampling grid, and in DCNv2
-    from a mask of sigmoid(0) = 0.5 everywhere. `backend` picks the op ("torchvision", "gather" or "cpp", see
-    models/deform_ops.py); all compute the same function on the same parameters, so checkpoints move freely.
+    `predict(x)` gives the offsets [N, 2*k*k, H, W] (dy, dx per tap, torchvision's layout) and the mask
+    [N, k*k, H, W] (after the sigmoid) or None; `forward(x)` samples the input there and convolves.
+
+    The weight and bias have torchvision's DeformConv2d shapes and initialisation (same random draws), so
+    checkpoints from before this class existed load unchanged. Both predictors are k x k convolutions with
+    the layer's stride/padding/dilation, initialised to zero as in the DCN papers: training starts from the
+    regular sampling grid, and in DCNv2 from a mask of sigmoid(0) = 0.5 everywhere. `backend` picks the op
+    ("torchvision", "gather" or "cpp", see models/deform_ops); all compute the same function on the same
+    parameters, so checkpoints move freely between them.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1, dilation=1, modulated=False, backend="gather"):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation)
-        self.modulated = modulated
-        self.backend = backend
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding, self.dilation = map(_pair, (kernel_size, stride, padding, dilation))
+        self.modulated, self.backend = modulated, backend
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # torchvision's DeformConv2d.reset_parameters
+        bound = 1 / math.sqrt(in_channels * self.kernel_size[0] * self.kernel_size[1])
+        nn.init.uniform_(self.bias, -bound, bound)
+
         taps = self.kernel_size[0] * self.kernel_size[1]
         self.offset = nn.Conv2d(in_channels, 2 * taps, kernel_size, stride, padding, dilation)
         self.mask = nn.Conv2d(in_channels, taps, kernel_size, stride, padding, dilation) if modulated else None
@@ -29,18 +42,22 @@ class DeformableConv(DeformConv2d):
                 nn.init.zeros_(predictor.weight)
                 nn.init.zeros_(predictor.bias)
 
+    def predict(self, x):
+        """(offset, mask): where each tap samples, and (DCNv2) how much it counts; mask None for DCNv1."""
+        if not self.modulated:
+            return self.offset(x), None
+        # One convolution for both predictors: measured 1.5x faster (forward+backward) than two, whose 18
+        # and 9 output channels use the CPU's vector units poorly. The parameters stay separate modules.
+        weight = torch.cat((self.offset.weight, self.mask.weight))
+        bias = torch.cat((self.offset.bias, self.mask.bias))
+        both = F.conv2d(x, weight, bias, self.offset.stride, self.offset.padding, self.offset.dilation)
+        offset, mask = both.split((self.offset.out_channels, self.mask.out_channels), dim=1)
+        return offset, torch.sigmoid(mask)
+
     def forward(self, x):
-        if self.modulated:
-            # One convolution for both predictors: measured 1.5x faster (forward+backward) than two, whose
-            # 18 and 9 output channels use the CPU's vector units poorly. Parameters stay separate.
-            weight = torch.cat((self.offset.weight, self.mask.weight))
-            bias = torch.cat((self.offset.bias, self.mask.bias))
-            both = F.conv2d(x, weight, bias, self.offset.stride, self.offset.padding, self.offset.dilation)
-            offset, mask = both.split((self.offset.out_channels, self.mask.out_channels), dim=1)
-            mask = torch.sigmoid(mask)
-        else:
-            offset, mask = self.offset(x), None
+        offset, mask = self.predict(x)
         return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask, self.backend)
 
     def extra_repr(self):
-        return super().extra_repr() + f", modulated={self.modulated}, backend={self.backend}"
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, modulated={self.modulated}, backend={self.backend}")

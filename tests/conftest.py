@@ -1,5 +1,8 @@
-"""Shared test helpers: synthetic CIFAR-like data (no network, no md5 check) and in-process script runs."""
+"""Shared test helpers: synthetic CIFAR-like data (no network, no md5 check), in-process script runs, and
+the C++ kernel built once per session."""
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -9,11 +12,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 REAL_DATA = ROOT.parent / "shared" / "data"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-from utils import data as data_mod  # noqa: E402
-from utils.cli import test_main, train_main  # noqa: E402
+from models.deform_ops import cpp  # noqa: E402
+from utils.engine import data as data_mod  # noqa: E402
+from utils.plumbing.cli import test_main, train_main  # noqa: E402
 
-NAMES = {1: "Conv2d", 2: "DeformConv2d", 3: "DeformConv2dv2"}
+needs_real_data = pytest.mark.skipif(not (REAL_DATA / "cifar-10-batches-py").exists(), reason="real CIFAR-10 not present")
 
 
 def synthetic_set(n, seed):
@@ -41,9 +46,38 @@ def synthetic_data(monkeypatch):
     return calls
 
 
-def make_train_config(tmp_path, model_type=1, **overrides):
+@pytest.fixture(scope="session")
+def cpp_kernel():
+    """The compiled C++ kernel, built once per test session. One rule everywhere: a machine without a C++
+    compiler skips the cpp cases; a machine with one fails them if the kernel does not build."""
+    if cpp.kernel() is None:
+        if shutil.which(os.environ.get("CXX", "c++")) is None:
+            pytest.skip("no C++ compiler on this machine: the cpp backend is unavailable (gather is used)")
+        pytest.fail(f"a C++ compiler is present but the cpp kernel did not build: {cpp.build_error()}")
+    return cpp.kernel()
+
+
+def _backend(request):
+    if request.param == "cpp":
+        request.getfixturevalue("cpp_kernel")
+    return request.param
+
+
+@pytest.fixture(params=["gather", "cpp"])
+def fast_backend(request):
+    """Both of the project's own ops; "cpp" only where the kernel is available (see cpp_kernel)."""
+    return _backend(request)
+
+
+@pytest.fixture(params=["gather", "cpp", "torchvision"])
+def any_backend(request):
+    """Every backend of the op."""
+    return _backend(request)
+
+
+def make_train_config(tmp_path, variant="Conv2d", **overrides):
     cfg = {
-        "outdir": str(tmp_path / "run"), "model_type": model_type, "conv_ch": [8, 16], "batch_size": 32,
+        "outdir": str(tmp_path / "run"), "variant": variant, "conv_ch": [8, 16], "batch_size": 32,
         "test_size": 0.2, "random_seed": 0, "learning_rate": 0.01, "weight_decay": 0.01, "num_epoch": 2,
         "save_epoch_freq": 1, "data_dir": str(tmp_path / "data"), "download": False, "device": "cpu",
     }
@@ -51,15 +85,11 @@ def make_train_config(tmp_path, model_type=1, **overrides):
     return cfg
 
 
-def make_test_config(tmp_path, model_type=1, epoch=2, **overrides):
-    cfg = {
-        "outdir": str(tmp_path / "run"), "model_type": model_type,
-        "model": str(tmp_path / "run" / "train" / "ckpt" / f"model_{epoch}.pth"), "conv_ch": [8, 16],
-        "batch_size": 16, "data_dir": str(tmp_path / "data"), "download": False, "device": "cpu",
-    }
+def make_test_config(tmp_path, epoch=2, **overrides):
+    cfg = {"model": str(tmp_path / "run" / "train" / "ckpt" / f"model_{epoch}.pth"), "batch_size": 16,
+           "data_dir": str(tmp_path / "data"), "download": False, "device": "cpu"}
     cfg.update(overrides)
     return cfg
-
 
 
 def write_config(path, cfg):
@@ -68,11 +98,11 @@ def write_config(path, cfg):
     return str(path)
 
 
-def run_script(kind, model_type, config_path, *extra):
-    """Run train_<name>.py / test_<name>.py in-process; returns the exit code (0 on success)."""
+def run_script(kind, variant, config_path, *extra):
+    """Run train_<variant>.py / test_<variant>.py in-process; returns the exit code (0 on success)."""
     main = train_main if kind == "train" else test_main
     try:
-        main(model_type, f"{kind}_{NAMES[model_type]}.py", ["--config", str(config_path), *extra])
+        main(variant, f"{kind}_{variant}.py", ["--config", str(config_path), *extra])
     except SystemExit as e:
         return e.code
     return 0

@@ -3,13 +3,13 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import make_train_config, run_script, write_config
-from models import deform_cpp
-from utils.compare import compare, summarize, welch
-from utils.config import CompareConfig, parse_config
-from utils.errors import UserError
-from utils.offsets import visualize
+
+from models.deform_ops import cpp
+from utils.experiments.compare import compare, summarize, welch
+from utils.experiments.offsets import visualize
+from utils.plumbing.config import BenchmarkConfig, CompareConfig, parse_config
+from utils.plumbing.errors import UserError
 
 
 def fake_run(acc, val_accs, params=100):
@@ -47,11 +47,12 @@ def tiny_compare_config(tmp_path, **overrides):
     return parse_config(raw, CompareConfig)
 
 
+@pytest.mark.slow
 def test_compare_end_to_end_then_resumes_only_what_is_missing(tmp_path, synthetic_data, capsys):
     cfg = tiny_compare_config(tmp_path)
     compare(cfg)
     out = tmp_path / "cmp"
-    for name in ("comparison.md", "comparison.json", "comparison.csv", "comparison_loss.png", "comparison_accuracy.png", "comparison_per_class.png"):
+    for name in ("comparison.md", "comparison.json", "comparison.csv", "comparison_curves.png", "comparison_accuracy.png", "comparison_per_class.png"):
         assert (out / name).stat().st_size > 0, name
     report = json.loads((out / "comparison.json").read_text())
     assert [m["model"] for m in report["models"]] == ["Conv2d", "DeformConv2d", "DeformConv2dv2"]
@@ -80,33 +81,33 @@ def test_aggregate_only_with_nothing_to_aggregate(tmp_path):
         compare(tiny_compare_config(tmp_path, aggregate_only=True))
 
 
-@pytest.mark.parametrize("model_type", [2, 3])
-def test_offset_figure_for_deformable_checkpoints(tmp_path, synthetic_data, model_type):
-    assert run_script("train", model_type, write_config(tmp_path / "t.json", make_train_config(tmp_path, model_type, num_epoch=1))) == 0
+@pytest.mark.parametrize("variant", ["DeformConv2d", "DeformConv2dv2"])
+def test_offset_figure_for_deformable_checkpoints(tmp_path, synthetic_data, variant):
+    assert run_script("train", variant, write_config(tmp_path / "t.json", make_train_config(tmp_path, variant, num_epoch=1))) == 0
     out = tmp_path / "offsets.png"
-    report = visualize(tmp_path / "run/train/ckpt/model_1.pth", None, False, [0, 1], (16, 16), out, summary_images=20)
+    report = visualize(tmp_path / "run/train/weights.pth", None, False, [0, 1], (16, 16), out, summary_images=20)
     assert out.stat().st_size > 0 and out.with_suffix(".json").exists()
     assert [row["layer"] for row in report["layers"]] == [1, 2]
     assert all(row["mean_offset_magnitude_px"] > 0 for row in report["layers"])  # training moved the offsets
-    assert ("mask_mean" in report["layers"][0]) == (model_type == 3)
+    assert ("mask_mean" in report["layers"][0]) == (variant == "DeformConv2dv2")
 
 
 def test_offset_figure_refused_for_conv2d(tmp_path, synthetic_data):
-    assert run_script("train", 1, write_config(tmp_path / "t.json", make_train_config(tmp_path, 1, num_epoch=1))) == 0
-    with pytest.raises(UserError, match="is a Conv2d model: it has no offsets"):
+    assert run_script("train", "Conv2d", write_config(tmp_path / "t.json", make_train_config(tmp_path, num_epoch=1))) == 0
+    with pytest.raises(UserError, match="is a Conv2d model: it has no offsets to show; pass a checkpoint of DeformConv2d, DeformConv2dv2"):
         visualize(tmp_path / "run/train/ckpt/model_1.pth", None, False, [0], (16, 16), tmp_path / "o.png", summary_images=10)
     assert not (tmp_path / "o.png").exists()
 
 
-def test_benchmark_writes_its_report(tmp_path, monkeypatch):
-    from utils.benchmark import run_benchmark
-    from utils.config import BenchmarkConfig
+@pytest.mark.slow
+def test_benchmark_writes_its_report(tmp_path, cpp_kernel):
+    from utils.experiments.benchmark import run_benchmark
 
     cfg = parse_config({"outdir": str(tmp_path), "batch_size": 2, "conv_ch": [4, 8], "warmup": 0, "repeats": 1,
                         "device": "cpu", "data_dir": str(tmp_path / "none"), "data_batches": 2}, BenchmarkConfig)
     result = run_benchmark(cfg)
     rows = result["results"]
-    backends = ["torchvision", "gather"] + (["cpp"] if deform_cpp.kernel() is not None else [])
+    backends = ["torchvision", "gather", "cpp"]
     assert [(r["model"], r["backend"]) for r in rows] == [("Conv2d", "-")] + [(m, b) for m in ("DeformConv2d", "DeformConv2dv2") for b in backends]
     assert rows[0]["train_step_vs_conv2d"] == 1.0 and all(r["train_step_ms"] > 0 and r["parameters"] > 0 for r in rows)
     assert 0 < result["data_pipeline"]["data_share"] < 1
@@ -114,11 +115,11 @@ def test_benchmark_writes_its_report(tmp_path, monkeypatch):
     assert "| DeformConv2dv2 | gather |" in md and json.loads((tmp_path / "benchmark.json").read_text())["environment"]["torch_threads"] >= 1
 
 
+@pytest.mark.slow
 def test_benchmark_skips_a_backend_it_cannot_run(tmp_path, monkeypatch, capsys):
-    from utils.benchmark import run_benchmark
-    from utils.config import BenchmarkConfig
+    from utils.experiments.benchmark import run_benchmark
 
-    monkeypatch.setattr(deform_cpp, "_state", {"error": "no compiler"})
+    monkeypatch.setattr(cpp, "_state", {"error": "no compiler"})
     cfg = parse_config({"outdir": str(tmp_path), "batch_size": 2, "conv_ch": [4], "warmup": 0, "repeats": 1, "device": "cpu",
                         "backends": ["gather", "cpp"], "data_dir": str(tmp_path / "none"), "data_batches": 1}, BenchmarkConfig)
     rows = run_benchmark(cfg)["results"]

@@ -1,10 +1,10 @@
 import numpy as np
 import torch
+from conftest import synthetic_set
 from torch import nn
 
-from conftest import synthetic_set
-from utils.data import Batches, split_train_val, stratified_subset
-from utils.evaluate import evaluate
+from utils.engine.data import Batches, split_train_val, stratified_subset
+from utils.engine.evaluate import evaluate
 
 
 def test_split_is_deterministic_and_stratified():

@@ -1,23 +1,21 @@
 """The "gather" and "cpp" ops against torchvision's deform_conv2d: values and every gradient, many shapes;
 the `auto` rule and the fall-back when the C++ kernel cannot be built."""
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 import torchvision
-
 from conftest import ROOT
-from models import ConvNet, deform_cpp
-from models.deform_ops import deform_conv2d
-from utils.device import backend_note, resolve_backend
-from utils.errors import UserError
 
-# Both fast ops, everywhere below. Where the C++ kernel cannot be built, its cases skip; but
-# test_cpp_kernel_builds_where_there_is_a_compiler fails then, so CI cannot silently lose them.
-FAST = ["gather", pytest.param("cpp", marks=pytest.mark.skipif(deform_cpp.kernel() is None, reason=f"cpp kernel: {deform_cpp.build_error()}"))]
+from models.deform_ops import cpp, deform_conv2d
+from models.network import ConvNet
+from utils.engine.device import backend_note, resolve_backend
+from utils.plumbing.errors import UserError
+
+# Both fast ops (the fast_backend fixture), everywhere below: the cpp cases skip only on a machine without
+# a C++ compiler, and fail where one exists but the kernel does not build (conftest.cpp_kernel).
 
 CASES = [
     # N, C, H, W, O, k, stride, pad, dil, offset_groups, weight_groups
@@ -52,11 +50,11 @@ def both(tensors, opts, backend):
     return ref, ours
 
 
-@pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("mask", [False, True])
 @pytest.mark.parametrize("scale", [0.0, 0.7, 4.0])
-def test_matches_torchvision_float64(backend, case, mask, scale):
+def test_matches_torchvision_float64(fast_backend, case, mask, scale):
+    backend = fast_backend
     tensors, opts = random_inputs(case, mask, torch.float64, scale)
     ref, ours = both(tensors, opts, backend)
     assert ours.shape == ref.shape
@@ -66,9 +64,9 @@ def test_matches_torchvision_float64(backend, case, mask, scale):
         torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("mask", [False, True])
-def test_matches_torchvision_float32_relative(backend, mask):
+def test_matches_torchvision_float32_relative(fast_backend, mask):
+    backend = fast_backend
     tensors, opts = random_inputs((4, 16, 12, 12, 24, 3, 1, 1, 1, 1, 1), mask, torch.float32, 1.5)
     ref, ours = both(tensors, opts, backend)
     rel = (ours - ref).abs().max() / ref.abs().max()
@@ -78,8 +76,8 @@ def test_matches_torchvision_float32_relative(backend, mask):
         assert (g_ours - g_ref).abs().max() / g_ref.abs().max().clamp_min(1e-12) < 1e-4
 
 
-@pytest.mark.parametrize("backend", FAST)
-def test_integer_sampling_points_on_the_border_match(backend):
+def test_integer_sampling_points_on_the_border_match(fast_backend):
+    backend = fast_backend
     # Zero offsets put taps exactly on -1 and H: the border rule must agree there too (gradients included).
     tensors, opts = random_inputs((2, 3, 5, 5, 2, 3, 1, 1, 1, 1, 1), True, torch.float64, 0.0)
     tensors[1].data.round_()
@@ -88,9 +86,9 @@ def test_integer_sampling_points_on_the_border_match(backend):
         torch.testing.assert_close(g_ours, g_ref)
 
 
-@pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("mask", [False, True])
-def test_gradcheck_float64(backend, mask):
+def test_gradcheck_float64(fast_backend, mask):
+    backend = fast_backend
     tensors, opts = random_inputs((1, 2, 4, 4, 2, 3, 1, 1, 1, 1, 1), mask, torch.float64, 0.6, seed=3)
     x, off, weight, bias, *m = tensors
 
@@ -100,8 +98,9 @@ def test_gradcheck_float64(backend, mask):
     assert torch.autograd.gradcheck(fn, tuple(tensors), eps=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", FAST[1:])
-def test_cpp_refuses_inconsistent_shapes_instead_of_reading_out_of_bounds(backend):
+@pytest.mark.usefixtures("cpp_kernel")
+def test_cpp_refuses_inconsistent_shapes_instead_of_reading_out_of_bounds():
+    backend = "cpp"
     x, w = torch.randn(1, 4, 6, 6), torch.randn(5, 4, 3, 3)
     for off, mask in [(torch.randn(1, 17, 6, 6), None), (torch.randn(1, 18, 9, 9), None), (torch.randn(1, 18, 6, 6), torch.rand(1, 8, 6, 6))]:
         with pytest.raises(RuntimeError, match="deform_conv_cpu"):
@@ -109,42 +108,38 @@ def test_cpp_refuses_inconsistent_shapes_instead_of_reading_out_of_bounds(backen
 
 
 def test_auto_backend_rule():
-    assert resolve_backend("auto", "cpu") == ("cpp" if deform_cpp.kernel() is not None else "gather")
+    assert resolve_backend("auto", "cpu") == ("cpp" if cpp.kernel() is not None else "gather")
     assert resolve_backend("auto", "cuda") == "torchvision"
     assert resolve_backend("torchvision", "cpu") == "torchvision"
     with pytest.raises(UserError, match="CPU only"):
         resolve_backend("cpp", "cuda")
 
 
-def test_cpp_kernel_builds_where_there_is_a_compiler():
-    if shutil.which(os.environ.get("CXX", "c++")) is None:
-        pytest.skip("no C++ compiler on this machine: the gather fall-back is tested below")
-    assert deform_cpp.kernel() is not None, deform_cpp.build_error()
-
-
 def test_a_kernel_that_cannot_be_built_falls_back_to_gather(monkeypatch):
-    monkeypatch.setattr(deform_cpp, "_state", {"error": "c++: command not found"})
+    monkeypatch.setattr(cpp, "_state", {"error": "c++: command not found"})
     assert resolve_backend("auto", "cpu") == "gather"
     assert "could not be built: c++: command not found" in backend_note("gather")
-    assert resolve_backend("auto", "cpu", model_type=1) is None and backend_note(None) == ""  # Conv2d: nothing to build
+    assert resolve_backend("auto", "cpu", "Conv2d") is None and backend_note(None) == ""  # Conv2d: nothing to build
     with pytest.raises(UserError, match='"cpp" could not be built here .*use "auto" or "gather"'):
         resolve_backend("cpp", "cpu")
 
 
+@pytest.mark.slow
 def test_a_failing_compiler_is_caught_not_raised(tmp_path):
     # A real build attempt with a compiler that always fails, in a fresh extension directory.
     env = dict(os.environ, CXX="false", TORCH_EXTENSIONS_DIR=str(tmp_path))
-    code = "from models import deform_cpp; from utils.device import resolve_backend; k = deform_cpp.kernel(); print(k is None, resolve_backend('auto', 'cpu'))"
+    code = ("from models.deform_ops import cpp; from utils.engine.device import resolve_backend; "
+            "k = cpp.kernel(); print(k is None, resolve_backend('auto', 'cpu'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "gather"]
 
 
-@pytest.mark.parametrize("model_type", [2, 3])
-def test_checkpoint_moves_between_backends(model_type):
+@pytest.mark.parametrize("variant", ["DeformConv2d", "DeformConv2dv2"])
+def test_checkpoint_moves_between_backends(variant, any_backend):
     torch.manual_seed(0)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
-    model = ConvNet(model_type, [4, 8], backend="gather")
+    model = ConvNet(variant, [4, 8], backend="gather")
     opt = torch.optim.AdamW(model.parameters(), lr=0.05)
     for _ in range(3):  # a few steps so that offsets (and masks) are no longer zero
         opt.zero_grad()
@@ -152,9 +147,8 @@ def test_checkpoint_moves_between_backends(model_type):
         opt.step()
     assert model.features[0].offset.weight.abs().sum() > 0
     model.eval()
-    for backend in ["torchvision"] + (["cpp"] if deform_cpp.kernel() is not None else []):
-        other = ConvNet(model_type, [4, 8], backend=backend)
-        other.load_state_dict(model.state_dict())
-        other.eval()
-        with torch.no_grad():
-            torch.testing.assert_close(other(x), model(x), rtol=1e-4, atol=1e-5)
+    other = ConvNet(variant, [4, 8], backend=any_backend)
+    other.load_state_dict(model.state_dict())
+    other.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(other(x), model(x), rtol=1e-4, atol=1e-5)

@@ -4,13 +4,13 @@ import shutil
 
 import pytest
 import torch
-
 from test_compare_and_offsets import tiny_compare_config
-from utils import train as train_mod
-from utils.compare import compare
-from utils.errors import UserError
-from utils.progress import ProtocolProgress, duration
-from utils.runs import ProtocolLayout, RunLayout, run_status
+
+from utils.engine import train as train_mod
+from utils.experiments.compare import compare
+from utils.experiments.progress import ProtocolProgress, duration
+from utils.plumbing.errors import UserError
+from utils.plumbing.runs import ProtocolLayout, RunLayout, run_status
 
 NAMES = ("Conv2d", "DeformConv2d", "DeformConv2dv2")
 
@@ -56,7 +56,7 @@ def test_committed_files_alone_count_as_done(tmp_path, synthetic_data, monkeypat
 def test_a_finished_run_without_final_files_is_finalised_not_retrained(tmp_path, synthetic_data, monkeypatch, capsys):
     """A run trained by an older version (no record, no weights.pth) or stopped between its last checkpoint
     and its final files: the final files are written from last.pth, no epoch is trained again."""
-    cfg = tiny_compare_config(tmp_path, seeds=[0], models=[1])
+    cfg = tiny_compare_config(tmp_path, seeds=[0], models=["Conv2d"])
     compare(cfg)
     run = ProtocolLayout(cfg.outdir).run("Conv2d", 0)
     weights_before = torch.load(run.weights, weights_only=True)["model"]
@@ -73,9 +73,9 @@ def test_a_finished_run_without_final_files_is_finalised_not_retrained(tmp_path,
 
 
 def test_a_finished_run_with_other_settings_is_refused(tmp_path, synthetic_data):
-    compare(tiny_compare_config(tmp_path, seeds=[0], models=[1]))
+    compare(tiny_compare_config(tmp_path, seeds=[0], models=["Conv2d"]))
     with pytest.raises(UserError, match="was trained with learning_rate 0.01, the config says 0.02; set another outdir"):
-        compare(tiny_compare_config(tmp_path, seeds=[0], models=[1], learning_rate=0.02))
+        compare(tiny_compare_config(tmp_path, seeds=[0], models=["Conv2d"], learning_rate=0.02))
 
 
 def test_a_partial_run_resumes_and_reports_progress(tmp_path, synthetic_data, monkeypatch, capsys):
@@ -89,7 +89,7 @@ def test_a_partial_run_resumes_and_reports_progress(tmp_path, synthetic_data, mo
         return real(model, optimizer, batches, epoch, num_epoch)
 
     monkeypatch.setattr(train_mod, "train_one_epoch", stop_in_epoch_2)
-    cfg = tiny_compare_config(tmp_path, seeds=[0], models=[1, 3])
+    cfg = tiny_compare_config(tmp_path, seeds=[0], models=["Conv2d", "DeformConv2dv2"])
     with pytest.raises(UserError, match="interrupted in epoch 2"):
         compare(cfg)
     run = ProtocolLayout(cfg.outdir).run("Conv2d", 0)
@@ -121,6 +121,6 @@ def test_progress_estimate_uses_each_variants_epoch_time():
 def test_train_script_runs_write_a_record_too(tmp_path, synthetic_data):
     from conftest import make_train_config, run_script, write_config
 
-    assert run_script("train", 1, write_config(tmp_path / "t.json", make_train_config(tmp_path, 1, num_epoch=1))) == 0
+    assert run_script("train", "Conv2d", write_config(tmp_path / "t.json", make_train_config(tmp_path, num_epoch=1))) == 0
     run = RunLayout(tmp_path / "run")
     assert run_status(run, 1).state == "done" and run.weights.exists()

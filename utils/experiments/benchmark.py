@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from models import MODEL_NAMES, ConvNet, count_parameters
-from models.network import make_conv
-from utils import data as data_mod
-from utils.device import resolve_backend, resolve_device
-from utils.errors import UserError
-from utils.files import write_json, write_text
+from models.network import ConvNet, count_parameters, make_conv
+from models.registry import VARIANTS
+from utils.engine import data as data_mod
+from utils.engine.device import resolve_backend, resolve_device
+from utils.plumbing.errors import UserError
+from utils.plumbing.files import write_json, write_text
 
 
 def _sync(device):
@@ -46,7 +46,7 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure_variant(model_type, backend, cfg_dict, device_name):
+def measure_variant(variant, backend, cfg_dict, device_name):
     """All figures for one (model, backend); runs inside its own process."""
     torch.manual_seed(0)
     device = torch.device(device_name)
@@ -59,7 +59,7 @@ def measure_variant(model_type, backend, cfg_dict, device_name):
 
     # The layer alone: the last conv of the network, on its real input size.
     in_ch = conv_ch[-2] if len(conv_ch) > 1 else 3
-    layer = make_conv(model_type, in_ch, conv_ch[-1], backend).to(device)
+    layer = make_conv(variant, in_ch, conv_ch[-1], backend).to(device)
     with torch.no_grad():  # non-zero offsets, as after training (zero offsets hit the same code paths anyway)
         for p in getattr(layer, "offset", torch.nn.Identity()).parameters():
             p.normal_(0, 0.01)
@@ -72,7 +72,7 @@ def measure_variant(model_type, backend, cfg_dict, device_name):
     def layer_forward_backward():
         layer(lx).sum().backward()
 
-    model = ConvNet(model_type, conv_ch, backend=backend).to(device)
+    model = ConvNet(variant, conv_ch, backend=backend).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
 
     def model_forward():
@@ -90,7 +90,7 @@ def measure_variant(model_type, backend, cfg_dict, device_name):
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
 
-    row = {"model": MODEL_NAMES[model_type], "backend": backend if model_type != 1 else "-"}
+    row = {"model": variant, "backend": backend or "-"}
     for name, fn in [
         ("layer_forward_ms", layer_forward),
         ("layer_forward_backward_ms", layer_forward_backward),
@@ -125,7 +125,7 @@ def run_isolated(args):
     status, value = queue.get()
     proc.join()
     if status != "ok":
-        raise UserError(f"benchmark of model_type {args[0]} / {args[1]} failed: {value}")
+        raise UserError(f"benchmark of {args[0]} / {args[1] or 'no deformable op'} failed: {value}")
     return value
 
 
@@ -135,11 +135,12 @@ def data_pipeline_share(cfg, device):
         full = data_mod.load_cifar10(cfg.data_dir, train=True, download=cfg.download)
         source = "CIFAR-10 training images"
     except UserError:
-        full = data_mod.ImageSet(torch.randint(0, 256, (cfg.batch_size * cfg.data_batches, 3, 32, 32), dtype=torch.uint8), torch.arange(cfg.batch_size * cfg.data_batches) % 10)
+        n = cfg.batch_size * cfg.data_batches
+        full = data_mod.ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8), torch.arange(n) % 10)
         source = "random images (CIFAR-10 not found)"
     subset = full.subset(torch.arange(min(len(full), cfg.batch_size * cfg.data_batches)))
     batches = data_mod.Batches(subset, cfg.batch_size, device, shuffle=True, seed=0)
-    model = ConvNet(1, cfg.conv_ch).to(device)
+    model = ConvNet("Conv2d", cfg.conv_ch).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     model.train()
     data_s = model_s = 0.0
@@ -169,12 +170,12 @@ def run_benchmark(cfg):
             backends.append(resolve_backend(backend, device))
         except UserError as e:  # e.g. "cpp" on a GPU, or where no C++ compiler is installed: measure the others
             print(f"skipping dcn_backend {backend}: {e}")
-    variants = [(1, "-")] + [(t, b) for t in (2, 3) for b in backends]
+    # Plain variants once; deformable ones once per backend. The first row (Conv2d) is the reference.
+    variants = [(v.name, b) for v in VARIANTS.values() for b in (backends if v.deformable else [None])]
     rows = []
-    for model_type, backend in variants:
-        label = MODEL_NAMES[model_type] + ("" if model_type == 1 else f" / {backend}")
-        print(f"measuring {label} ...", flush=True)
-        rows.append(run_isolated((model_type, None if model_type == 1 else backend, dataclasses.asdict(cfg), str(device))))
+    for variant, backend in variants:
+        print(f"measuring {variant}{f' / {backend}' if backend else ''} ...", flush=True)
+        rows.append(run_isolated((variant, backend, dataclasses.asdict(cfg), str(device))))
     base = rows[0]
     for row in rows:
         for key in ("layer_forward_ms", "layer_forward_backward_ms", "model_forward_ms", "model_forward_backward_ms", "train_step_ms"):
@@ -214,7 +215,8 @@ def render_markdown(result):
         f"after {env['warmup']} warm-up runs; ratios are to Conv2d in this same run. `auto` picks `{env['auto_backend']}` here. "
         "Layer = the last conv layer alone (with its offset/mask predictors); model = the whole network.",
         "",
-        "| model | backend | layer fwd ms | layer fwd+bwd ms | model fwd ms | model fwd+bwd ms | train step ms | × Conv2d (step) | × Conv2d (layer fwd+bwd) | train img/s | infer img/s | peak MB | params |",
+        "| model | backend | layer fwd ms | layer fwd+bwd ms | model fwd ms | model fwd+bwd ms | train step ms | × Conv2d (step) "
+        "| × Conv2d (layer fwd+bwd) | train img/s | infer img/s | peak MB | params |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -225,7 +227,7 @@ def render_markdown(result):
             f"{r['inference_images_per_s']:.0f} | {r['peak_memory_mb']:.0f} | {r['parameters']:,} |"
         )
     by_key = {(r["model"], r["backend"]): r for r in rows}
-    for name in ("DeformConv2d", "DeformConv2dv2"):
+    for name in (v.name for v in VARIANTS.values() if v.deformable):
         tv = by_key.get((name, "torchvision"))
         for backend in ("gather", "cpp"):
             ours = by_key.get((name, backend))

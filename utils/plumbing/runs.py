@@ -24,7 +24,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.files import write_json
+from utils.plumbing.files import write_json
 
 RECORD_FORMAT = 1
 
@@ -35,6 +35,16 @@ class RunLayout:
 
     def __init__(self, root):
         object.__setattr__(self, "root", Path(root))
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint):
+        """The run a checkpoint belongs to: <run>/train/weights.pth or <run>/train/ckpt/<name>.pth; a file
+        anywhere else is treated as a run of its own folder."""
+        path = Path(checkpoint).resolve()
+        for root in (path.parent.parent, path.parent.parent.parent):
+            if cls(root).weights == path or cls(root).ckpt == path.parent:
+                return cls(root)
+        return cls(path.parent)
 
     @property
     def record(self):
@@ -82,6 +92,10 @@ class RunLayout:
     @property
     def confusion_png(self):
         return self.test / "confusion_matrix.png"
+
+    def offsets_png(self, checkpoint):
+        """The sampling-point figure of one of the run's checkpoints (visualize_offsets.py)."""
+        return self.root / "offsets" / f"offsets_{Path(checkpoint).stem}.png"
 
     def has_training(self):
         return self.train.exists() and any(self.train.iterdir())
@@ -142,7 +156,7 @@ def run_status(layout, num_epoch):
 
 
 def legacy_epoch(path):
-    from utils.checkpoint import load_checkpoint
+    from utils.engine.checkpoint import load_checkpoint
 
     return int(load_checkpoint(path)["epoch"])
 

@@ -1,8 +1,9 @@
 """Which device, and which deformable-convolution op on it, a run uses."""
 import torch
 
-from models.deform_cpp import build_error, kernel
-from utils.errors import UserError
+from models.deform_ops.cpp import build_error, kernel
+from models.registry import VARIANTS
+from utils.plumbing.errors import UserError
 
 
 def resolve_device(name):
@@ -15,12 +16,12 @@ def resolve_device(name):
     return device
 
 
-def resolve_backend(name, device, model_type=None):
+def resolve_backend(name, device, variant=None):
     """"auto" -> the fastest op for the device, by measurement (benchmark.py, README): on CPU the fused C++
     kernel ("cpp"), or the pure-PyTorch "gather" op when the kernel cannot be built here; on CUDA
     torchvision's native kernel. An explicit "cpp" must be usable: CPU, and a kernel that builds.
-    None for the Conv2d model (model_type 1): it has no deformable op, so nothing is chosen or built."""
-    if model_type == 1:
+    None for a variant without deformable layers: nothing is chosen or built."""
+    if variant is not None and not VARIANTS[variant].deformable:
         return None
     on_cuda = torch.device(device).type == "cuda"
     if name == "auto":

@@ -12,14 +12,15 @@ from itertools import combinations
 import numpy as np
 from scipy import stats
 
-from models import MODEL_NAMES
-from utils.config import TestConfig, TrainConfig
-from utils.data import CLASSES
-from utils.errors import UserError
-from utils.files import write_csv, write_json, write_text
-from utils.plotting import plot_comparison_accuracy, plot_comparison_loss, plot_comparison_per_class
-from utils.progress import ProtocolProgress
-from utils.runs import ProtocolLayout, run_status, tested_epoch
+from utils.engine.data import CLASSES
+from utils.engine.evaluate import run_test
+from utils.engine.train import result_settings, train
+from utils.experiments.figures import plot_comparison_accuracy, plot_comparison_curves, plot_comparison_per_class
+from utils.experiments.progress import ProtocolProgress
+from utils.plumbing.config import TestConfig, TrainConfig
+from utils.plumbing.errors import UserError
+from utils.plumbing.files import write_csv, write_json, write_text
+from utils.plumbing.runs import ProtocolLayout, run_status, tested_epoch
 
 ALPHA = 0.05
 
@@ -30,22 +31,19 @@ def _shared(cfg, target_cls):
     return {name: getattr(cfg, name) for name in names - {"outdir"}}
 
 
-def train_config_for(cfg, model_type, seed):
-    run = ProtocolLayout(cfg.outdir).run(MODEL_NAMES[model_type], seed)
-    return TrainConfig(**_shared(cfg, TrainConfig), outdir=str(run.root), model_type=model_type,
-                       random_seed=seed, save_epoch_freq=cfg.num_epoch)
+def train_config_for(cfg, variant, seed):
+    run = ProtocolLayout(cfg.outdir).run(variant, seed)
+    return TrainConfig(**_shared(cfg, TrainConfig), outdir=str(run.root), variant=variant, random_seed=seed, save_epoch_freq=cfg.num_epoch)
 
 
-def test_config_for(cfg, model_type, seed):
-    run = ProtocolLayout(cfg.outdir).run(MODEL_NAMES[model_type], seed)
-    return TestConfig(**{**_shared(cfg, TestConfig), "batch_size": cfg.eval_batch_size}, outdir=str(run.root), model_type=model_type,
+def test_config_for(cfg, variant, seed):
+    run = ProtocolLayout(cfg.outdir).run(variant, seed)
+    return TestConfig(**{**_shared(cfg, TestConfig), "batch_size": cfg.eval_batch_size}, outdir=str(run.root), variant=variant,
                       model=str(run.weights))
 
 
 def check_settings(run, train_cfg):
     """A finished run is reused only if it computed what the config asks for."""
-    from utils.train import result_settings
-
     recorded = (run.read_record() or {}).get("settings", {})
     for key, wanted in result_settings(train_cfg).items():
         if key in recorded and recorded[key] != wanted:
@@ -56,21 +54,18 @@ def check_settings(run, train_cfg):
 
 
 def run_all(cfg):
-    from utils.evaluate import run_test  # late: keeps aggregation importable without the training stack
-    from utils.train import train
-
     layout = ProtocolLayout(cfg.outdir)
-    jobs = [(MODEL_NAMES[m], m, s) for s in cfg.seeds for m in cfg.models]
-    status = {(name, s): run_status(layout.run(name, s), cfg.num_epoch) for name, _, s in jobs}
+    jobs = [(name, s) for s in cfg.seeds for name in cfg.models]
+    status = {(name, s): run_status(layout.run(name, s), cfg.num_epoch) for name, s in jobs}
     measured = {}
-    for name, _, s in jobs:
+    for name, s in jobs:
         history = layout.run(name, s).history_json
         if history.exists():
             measured.setdefault(name, []).extend(h["train_seconds"] + h["val_seconds"] for h in json.loads(history.read_text()))
     progress = ProtocolProgress(cfg.protocol, cfg.num_epoch, {key: st.epochs_done for key, st in status.items()}, measured)
     try:
-        for i, (name, model_type, seed) in enumerate(jobs, start=1):
-            tc, run, state = train_config_for(cfg, model_type, seed), layout.run(name, seed), status[(name, seed)].state
+        for i, (name, seed) in enumerate(jobs, start=1):
+            tc, run, state = train_config_for(cfg, name, seed), layout.run(name, seed), status[(name, seed)].state
             head = f"[{cfg.protocol}] run {i}/{len(jobs)}: {name}, seed {seed}"
             if state == "done":
                 check_settings(run, tc)
@@ -80,7 +75,7 @@ def run_all(cfg):
                 train(tc, resume=(state == "partial"), resume_command="python compare.py --config <same config> (it resumes by itself)",
                       on_epoch=lambda entry, name=name, seed=seed: progress.epoch_finished(name, seed, entry))
             if tested_epoch(run) != cfg.num_epoch:
-                run_test(test_config_for(cfg, model_type, seed))
+                run_test(test_config_for(cfg, name, seed))
             if state != "done":
                 files = " ".join(str(f) for f in run.result_files())
                 print(f"{head}: finished; its result files are {files}", flush=True)
@@ -92,12 +87,12 @@ def load_runs(outdir, models, seeds):
     """{model_name: [{"seed", "history", "metrics"}, ...]} for every finished and tested run found."""
     runs = {}
     layout = ProtocolLayout(outdir)
-    for model_type in models:
-        name = MODEL_NAMES[model_type]
+    for name in models:
         for seed in seeds:
             run = layout.run(name, seed)
             if run.history_json.exists() and run.metrics.exists():
-                runs.setdefault(name, []).append({"seed": seed, "history": json.loads(run.history_json.read_text()), "metrics": json.loads(run.metrics.read_text())})
+                runs.setdefault(name, []).append({"seed": seed, "history": json.loads(run.history_json.read_text()),
+                                                  "metrics": json.loads(run.metrics.read_text()), "record": run.read_record()})
     return runs
 
 
@@ -158,42 +153,44 @@ def render(cfg, rows, pairs, environment):
     return "\n".join(lines) + "\n"
 
 
-def aggregate(cfg, host=None):
+def environment(runs):
+    """Where the runs were trained, from their records (every start/resume) and test metrics."""
+    hosts, versions = set(), set()
+    for r in (r for rs in runs.values() for r in rs):
+        for seg in (r["record"] or {}).get("segments", []):
+            if "host" in seg:
+                h = seg["host"]
+                isa = f", {h['cpu_isa']}" if h.get("cpu_isa") else ""
+                hosts.add(f"{h['cpu']} ({h['cpus']} CPUs{isa}, {h['torch_threads']} torch threads)" if h["device"] == "cpu" else h["device"])
+                versions.add(f"torch {seg['versions']['torch']}")
+    metrics = [r["metrics"] for rs in runs.values() for r in rs]
+    backends = sorted({m["dcn_backend"] for m in metrics if m.get("dcn_backend")})  # None for plain runs
+    where = "; ".join(sorted(hosts)) or ", ".join(sorted({m["device"] for m in metrics}))
+    versions_text = f", {', '.join(sorted(versions))}" if versions else ""
+    backends_text = f"; dcn_backend {', '.join(backends)}" if backends else ""
+    return f"Trained on: {where}{versions_text}{backends_text}."
+
+
+def aggregate(cfg):
     runs = load_runs(cfg.outdir, cfg.models, cfg.seeds)
     if not runs:
         raise UserError(f"no finished runs under {cfg.outdir}; run compare.py without \"aggregate_only\" first")
-    metrics = [r["metrics"] for rs in runs.values() for r in rs]
-    devices = sorted({m["device"] for m in metrics})
-    backends = sorted({m["dcn_backend"] for m in metrics if m.get("dcn_backend")})  # None for Conv2d runs
-    environment = f"Runs on: {', '.join(devices)}" + (f" (dcn_backend {', '.join(backends)})" if backends else "") + "." + (f" {host}" if host else "")
+    env = environment(runs)
     rows, pairs = summarize(runs)
     out = ProtocolLayout(cfg.outdir)
-    write_json(out.file("comparison.json"), {"protocol": cfg.protocol, "config": dataclasses.asdict(cfg), "models": rows, "pairs": pairs, "environment": environment})
+    write_json(out.file("comparison.json"), {"protocol": cfg.protocol, "config": dataclasses.asdict(cfg), "models": rows, "pairs": pairs, "environment": env})
     write_csv(out.file("comparison.csv"), [{k: v for k, v in r.items() if k not in ("test_accuracies", "per_class_accuracy")} for r in rows])
-    report = render(cfg, rows, pairs, environment)
+    report = render(cfg, rows, pairs, env)
     write_text(out.file("comparison.md"), report)
-    plot_comparison_loss(runs, out.file("comparison_loss.png"), cfg.protocol)
+    plot_comparison_curves(runs, out.file("comparison_curves.png"), cfg.protocol)
     plot_comparison_accuracy(rows, out.file("comparison_accuracy.png"), cfg.protocol)
     plot_comparison_per_class(rows, CLASSES, out.file("comparison_per_class.png"), cfg.protocol)
     print(report)
-    print(f"wrote {out.root}/comparison.md, .json, .csv, comparison_loss.png, comparison_accuracy.png, comparison_per_class.png")
+    print(f"wrote {out.root}/comparison.md, .json, .csv, comparison_curves.png, comparison_accuracy.png, comparison_per_class.png")
     return rows, pairs
 
 
-def describe_environment(cfg):
-    import platform
-
-    import torch
-
-    from utils.device import resolve_device
-
-    device = resolve_device(cfg.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
-    return f"Trained here: {name}, torch {torch.__version__}."
-
-
 def compare(cfg):
-    if cfg.aggregate_only:
-        return aggregate(cfg)
-    run_all(cfg)
-    return aggregate(cfg, describe_environment(cfg))
+    if not cfg.aggregate_only:
+        run_all(cfg)
+    return aggregate(cfg)

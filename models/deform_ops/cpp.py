@@ -1,11 +1,11 @@
-"""The "cpp" backend: the fused C++ kernel of models/csrc/deform_conv_cpu.cpp, compiled on first use.
+"""The "cpp" backend: the fused C++ kernel of csrc/deform_conv_cpu.cpp, compiled on first use.
 
 torch.utils.cpp_extension compiles it with the machine's C++ compiler and ninja (a PyPI package, in
 requirements.txt) into ~/.cache/torch_extensions (or $TORCH_EXTENSIONS_DIR), once per machine and source
 version: about 30 s the first time (2 cores), about a second afterwards. There is no manual build step.
 `-march=native`: the kernel is built for the CPU it runs on (the cache is per machine).
 When it cannot be built (no compiler, say), `kernel()` returns None, `build_error()` says why, and
-`auto` falls back to the pure-PyTorch `gather` op (models/deform_ops.py).
+`auto` falls back to the pure-PyTorch `gather` op (gather.py).
 """
 import threading
 from pathlib import Path
@@ -20,7 +20,8 @@ def kernel():
     """The compiled extension module, or None when it cannot be built on this machine."""
     if not _state:
         # Loading a built kernel takes about a second (measured 0.3-1.2 s); a compile outlives this timer.
-        notice = threading.Timer(5.0, print, ["building the C++ deformable-convolution kernel (once per machine and source version, about 30 s) ..."], {"flush": True})
+        message = "building the C++ deformable-convolution kernel (once per machine and source version, about 30 s) ..."
+        notice = threading.Timer(5.0, print, [message], {"flush": True})
         notice.start()
         try:
             from torch.utils import cpp_extension

@@ -11,16 +11,16 @@ import torch.nn.functional as F
 import torchvision
 from tqdm import tqdm
 
-from models import MODEL_NAMES, ConvNet, count_parameters
-from utils import data as data_mod
-from utils import runs
-from utils.checkpoint import load_checkpoint, save_checkpoint, save_weights
-from utils.device import backend_note, resolve_backend, resolve_device
-from utils.errors import Interrupted, UserError
-from utils.evaluate import evaluate
-from utils.files import write_csv, write_json
-from utils.plotting import plot_loss
-from utils.runs import RunLayout
+from models.network import ConvNet, count_parameters
+from utils.engine import data as data_mod
+from utils.engine.checkpoint import check_model_args, load_checkpoint, save_checkpoint, save_weights
+from utils.engine.device import backend_note, resolve_backend, resolve_device
+from utils.engine.evaluate import evaluate
+from utils.engine.plots import plot_loss
+from utils.plumbing import runs
+from utils.plumbing.errors import Interrupted, UserError
+from utils.plumbing.files import write_csv, write_json
+from utils.plumbing.runs import RunLayout
 
 
 def seed_everything(seed):
@@ -40,6 +40,10 @@ def prepare_data(cfg):
 RESULT_KEYS = ("conv_ch", "batch_size", "test_size", "random_seed", "learning_rate", "weight_decay", "train_subset")
 
 
+def model_args(cfg):
+    return {"variant": cfg.variant, "conv_ch": list(cfg.conv_ch)}
+
+
 def result_settings(cfg):
     return {key: getattr(cfg, key) for key in RESULT_KEYS}
 
@@ -51,11 +55,7 @@ def resume_state(run, cfg):
                 if run.weights.exists() else "")
         raise UserError(f"--resume: no resumable checkpoint at {run.last}{hint}; start the run without --resume")
     state = load_checkpoint(run.last)
-    if state["model_type"] != cfg.model_type or list(state["conv_ch"]) != list(cfg.conv_ch):
-        raise UserError(
-            f"--resume: {run.last} is model_type {state['model_type']} with conv_ch {state['conv_ch']}, the config says "
-            f"model_type {cfg.model_type} with conv_ch {cfg.conv_ch}; use the config the run was started with"
-        )
+    check_model_args(state, run.last, model_args(cfg), "the config (--resume continues a run with the config it was started with)")
     if state["epoch"] > cfg.num_epoch or (state["epoch"] == cfg.num_epoch and finished(run, cfg.num_epoch)):
         raise UserError(f"--resume: the run in {run.root} already has {state['epoch']} epochs; raise num_epoch above {state['epoch']} to extend it")
     return state
@@ -88,14 +88,14 @@ class Record:
         self.segment["epochs"][1] = epochs_done
         self.segment["wall_seconds"] = round(time.perf_counter() - self.start, 1)
         trained_here = self.segment["epochs"][1] >= self.segment["epochs"][0]
-        self.run.write_record(variant=MODEL_NAMES[self.cfg.model_type], seed=self.cfg.random_seed, num_epoch=self.cfg.num_epoch,
+        self.run.write_record(variant=self.cfg.variant, seed=self.cfg.random_seed, num_epoch=self.cfg.num_epoch,
                               epochs_done=epochs_done, trained=trained, settings=result_settings(self.cfg),
                               segments=self.segments + ([self.segment] if trained_here else []))
 
 
 def finish(run, record, cfg, model_state):
     """The files that keep a finished run: final weights, then the record that says it is done."""
-    save_weights(run.weights, model_state, cfg.model_type, cfg.conv_ch, cfg.num_epoch, dataclasses.asdict(cfg))
+    save_weights(run.weights, model_args(cfg), model_state, cfg.num_epoch, dataclasses.asdict(cfg))
     record.update(cfg.num_epoch, trained=True)
 
 
@@ -107,8 +107,8 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume", on_epoc
         raise UserError(f"{run.train} already holds a training run; add --resume to continue it or --overwrite to replace it (or change outdir)")
     state = resume_state(run, cfg) if resume else None
     device = resolve_device(cfg.device)
-    backend = resolve_backend(cfg.dcn_backend, device, cfg.model_type)
-    name = MODEL_NAMES[cfg.model_type]
+    backend = resolve_backend(cfg.dcn_backend, device, cfg.variant)
+    name = cfg.variant
     config_dict = dataclasses.asdict(cfg)
     if state is not None and state["epoch"] == cfg.num_epoch:
         # Training finished but the process stopped before the final files were written (or an older
@@ -119,7 +119,7 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume", on_epoc
     seed_everything(cfg.random_seed)
     train_set, val_set = prepare_data(cfg)
 
-    model = ConvNet(cfg.model_type, cfg.conv_ch, backend=backend).to(device)
+    model = ConvNet(**model_args(cfg), backend=backend).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     history, start_epoch = [], 1
     if state is not None:
@@ -156,7 +156,8 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume", on_epoc
                 {"epoch": epoch, "train_loss": train_loss, "val_loss": val.loss, "val_accuracy": val.accuracy,
                  "train_seconds": seconds, "val_seconds": val.seconds}
             )
-            print(f"epoch {epoch}/{cfg.num_epoch}: train loss {train_loss:.4f}, val loss {val.loss:.4f}, val acc {val.accuracy:.4f}, {seconds:.1f}s", flush=True)
+            print(f"epoch {epoch}/{cfg.num_epoch}: train loss {train_loss:.4f}, val loss {val.loss:.4f}, "
+                  f"val acc {val.accuracy:.4f}, {seconds:.1f}s", flush=True)
             write_json(run.history_json, history)
             write_csv(run.history_csv, history)
             plot_loss(history, run.loss_png, f"{name}: loss per epoch")

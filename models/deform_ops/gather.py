@@ -1,8 +1,5 @@
-"""Deformable convolution ops: torchvision's, a pure-PyTorch "gather" op, and the fused C++ "cpp" op.
-
-The fastest on CPU is "cpp" (models/deform_cpp.py, compiled on first use); "gather" needs nothing but
-PyTorch and is what `auto` falls back to when the C++ kernel cannot be built. Both beat torchvision's
-CPU kernel by an order of magnitude (README, benchmark).
+"""The "gather" backend: deformable convolution in pure PyTorch, what `auto` falls back to when the C++
+kernel (cpp.py) cannot be built.
 
 torchvision's CPU kernel runs scalar loops (measured ~35x a plain conv layer here, see README). The
 "gather" op computes the same function the way a convolution is im2col + GEMM:
@@ -20,12 +17,7 @@ zero (values and gradients; offsets are differentiated on the floor-based cell, 
 Checked against torchvision, values and every gradient, in tests/test_deform_ops.py.
 """
 import torch
-import torchvision
 from torch.nn.modules.utils import _pair
-
-from models.deform_cpp import FusedDeformConv
-
-BACKENDS = ("torchvision", "gather", "cpp")
 
 
 def _pixel_chunks(pixels, row_floats):
@@ -178,15 +170,3 @@ def deform_conv2d_gather(input, offset, weight, bias=None, stride=1, padding=0, 
         out = out + bias
     # Back to contiguous NCHW: BatchNorm's backward on the channels-last view was measured 4x slower.
     return out.view(n, ho, wo, out_ch).permute(0, 3, 1, 2).contiguous()
-
-
-def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilation=1, mask=None, backend="gather"):
-    if backend == "torchvision":
-        return torchvision.ops.deform_conv2d(input, offset, weight, bias, _pair(stride), _pair(padding), _pair(dilation), mask)
-    if backend == "gather":
-        return deform_conv2d_gather(input, offset, weight, bias, stride, padding, dilation, mask)
-    if backend == "cpp":
-        if input.device.type != "cpu":
-            raise ValueError(f"the cpp deformable-convolution backend runs on the CPU only, got a tensor on {input.device}")
-        return FusedDeformConv.apply(input, offset, mask, weight, bias, _pair(stride), _pair(padding), _pair(dilation))
-    raise ValueError(f"unknown deformable-convolution backend {backend!r}; choose one of {BACKENDS}")

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import MODEL_NAMES, DeformableConv
-from utils import data as data_mod
-from utils.checkpoint import load_checkpoint, model_from_checkpoint
-from utils.errors import UserError
-from utils.files import write_json
-from utils.plotting import plot_sampling_points
+from models.deformable_conv import DeformableConv
+from models.registry import VARIANTS
+from utils.engine import data as data_mod
+from utils.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from utils.experiments.figures import plot_sampling_points
+from utils.plumbing.errors import UserError
+from utils.plumbing.files import write_json
 
 
 @torch.no_grad()
@@ -25,9 +26,8 @@ def offsets_and_masks(model, images):
     found, x = [], images
     for layer in model.features:
         if isinstance(layer, DeformableConv):
-            off = layer.offset(x)
+            off, mask = layer.predict(x)
             n, _, h, w = off.shape
-            mask = torch.sigmoid(layer.mask(x)) if layer.modulated else None
             found.append((layer, off.view(n, -1, 2, h, w), mask))
         x = layer(x)
     return found
@@ -66,9 +66,11 @@ def summary(found):
 
 def visualize(checkpoint, data_dir, download, image_indices, location, out, summary_images, device="cpu"):
     state = load_checkpoint(checkpoint)
-    if state["model_type"] == 1:
-        raise UserError(f"checkpoint {checkpoint} is a Conv2d model: it has no offsets to show; pass a DeformConv2d or DeformConv2dv2 checkpoint")
-    model = model_from_checkpoint(state, checkpoint, state["model_type"], state["conv_ch"], "gather").to(device).eval()
+    variant = VARIANTS[state["model_args"]["variant"]]
+    if not variant.deformable:
+        deformable = ", ".join(v.name for v in VARIANTS.values() if v.deformable)
+        raise UserError(f"checkpoint {checkpoint} is a {variant.name} model: it has no offsets to show; pass a checkpoint of {deformable}")
+    model = model_from_checkpoint(state, checkpoint, "gather").to(device).eval()
     test = data_mod.load_cifar10(data_dir, train=False, download=download)
     bad = [i for i in image_indices if not 0 <= i < len(test)]
     if bad:
@@ -78,10 +80,11 @@ def visualize(checkpoint, data_dir, download, image_indices, location, out, summ
         raise UserError(f"--location {y} {x} is outside the 32x32 output grid; use values 0..31")
     chosen = test.subset(image_indices)
     found = offsets_and_masks(model, data_mod.normalize(chosen.images, device))
-    panels = [(chosen.images[i].permute(1, 2, 0).numpy(), *sampling_points(found, i, y, x), data_mod.CLASSES[int(chosen.labels[i])]) for i in range(len(chosen))]
-    name = MODEL_NAMES[state["model_type"]]
+    panels = [(chosen.images[i].permute(1, 2, 0).numpy(), *sampling_points(found, i, y, x), data_mod.CLASSES[int(chosen.labels[i])])
+              for i in range(len(chosen))]
+    name = variant.name
     out = Path(out)
-    plot_sampling_points(panels, (y, x), out, f"{name} (epoch {state.get('epoch')}): sampling points of output ({y}, {x})", modulated=state["model_type"] == 3)
+    plot_sampling_points(panels, (y, x), out, f"{name} (epoch {state.get('epoch')}): sampling points of output ({y}, {x})", modulated=variant.modulated)
 
     stats_set = test.subset(torch.arange(min(summary_images, len(test))))
     stats = summary(offsets_and_masks(model, data_mod.normalize(stats_set.images, device)))

@@ -1,73 +1,38 @@
-"""Figures, written atomically as PNG. The Agg backend: no screen is needed."""
-import matplotlib
+"""The comparison's figures (curves, accuracy, per class) and the sampling-point figure, as PNG."""
+import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from utils.files import atomic_path  # noqa: E402
+from models.registry import VARIANTS
+from utils.engine.plots import plt, save_figure
 
 
-def save_figure(fig, path):
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+def _color(name):
+    """A fixed colour per variant (its place in the registry), so every figure of every protocol draws a
+    variant alike."""
+    return f"C{list(VARIANTS).index(name) % 10}" if name in VARIANTS else None
 
 
-def plot_loss(history, path, title):
-    """Training and validation loss per epoch (history: list of per-epoch dicts)."""
-    epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="training")
-    ax.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    save_figure(fig, path)
-
-
-def plot_confusion(matrix, classes, path, title):
-    """Row-normalised confusion matrix (rows: true class), with counts in the cells."""
-    matrix = np.asarray(matrix)
-    rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(7, 6))
-    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, label="fraction of the true class")
-    ax.set_title(title)
-    save_figure(fig, path)
-
-
-MODEL_COLORS = {"Conv2d": "tab:blue", "DeformConv2d": "tab:orange", "DeformConv2dv2": "tab:green"}
-
-
-def plot_comparison_loss(runs, path, protocol):
-    """Training (solid) and validation (dashed) loss of every model: mean over seeds, band = min..max."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+def plot_comparison_curves(runs, path, protocol):
+    """Per epoch, mean over seeds with a min..max band: loss (training solid, validation dashed) on the
+    left, validation accuracy on the right. Only runs with the full number of epochs are drawn."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name, rs in runs.items():
-        epochs = [h["epoch"] for h in rs[0]["history"]]
-        for key, style, label in (("train_loss", "-", "train"), ("val_loss", "--", "val")):
+        epochs = [h["epoch"] for h in max((r["history"] for r in rs), key=len)]
+        panels = (("train_loss", "-", ax_loss, "train"), ("val_loss", "--", ax_loss, "val"), ("val_accuracy", "-", ax_acc, None))
+        for key, style, ax, label in panels:
             curves = np.array([[h[key] for h in r["history"]] for r in rs if len(r["history"]) == len(epochs)])
-            color = MODEL_COLORS.get(name)
-            ax.plot(epochs, curves.mean(0), style, color=color, marker="o", ms=3, label=f"{name} {label}")
-            if len(curves) > 1:
-                ax.fill_between(epochs, curves.min(0), curves.max(0), color=color, alpha=0.15)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("cross-entropy loss")
-    ax.set_title(f"Loss per epoch, mean over seeds (band: min-max) [{protocol}]")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=3)
+            seeds = len(curves)
+            ax.plot(epochs, curves.mean(0), style, color=_color(name), marker="o", ms=3,
+                    label=f"{name} {label}" if label else f"{name} ({seeds} seed{'s' * (seeds != 1)})")
+            if seeds > 1:
+                ax.fill_between(epochs, curves.min(0), curves.max(0), color=_color(name), alpha=0.15)
+    for ax, ylabel, title in ((ax_loss, "cross-entropy loss", "Loss"), (ax_acc, "validation accuracy", "Validation accuracy")):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title} per epoch, mean over seeds (band: min-max) [{protocol}]", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, ncol=2 if ax is ax_loss else 1)
     save_figure(fig, path)
 
 
@@ -75,7 +40,7 @@ def plot_comparison_accuracy(rows, path, protocol):
     """Test accuracy per model: mean with ± std error bars, every seed as a dot."""
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for i, r in enumerate(rows):
-        color = MODEL_COLORS.get(r["model"])
+        color = _color(r["model"])
         std = 0 if np.isnan(r["test_accuracy_std"]) else r["test_accuracy_std"]
         ax.bar(i, r["test_accuracy_mean"], yerr=std, color=color, alpha=0.6, capsize=6)
         ax.scatter([i] * len(r["test_accuracies"]), r["test_accuracies"], color="black", s=14, zorder=3)
@@ -95,7 +60,7 @@ def plot_comparison_per_class(rows, classes, path, protocol):
     width = 0.8 / max(len(rows), 1)
     for i, r in enumerate(rows):
         ax.bar(np.arange(len(classes)) + (i - (len(rows) - 1) / 2) * width, [r["per_class_accuracy"][c] for c in classes],
-               width, label=r["model"], color=MODEL_COLORS.get(r["model"]))
+               width, label=r["model"], color=_color(r["model"]))
     ax.set_xticks(range(len(classes)), classes, rotation=30)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)

@@ -1,18 +1,20 @@
 """Evaluation (loss, exact accuracy, confusion matrix) and the test-script flow."""
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models import MODEL_NAMES, count_parameters
-from utils import data as data_mod
-from utils.checkpoint import load_checkpoint, model_from_checkpoint
-from utils.device import backend_note, resolve_backend, resolve_device
-from utils.files import write_json
-from utils.plotting import plot_confusion
+from models.network import count_parameters
+from models.registry import VARIANTS
+from utils.engine import data as data_mod
+from utils.engine.checkpoint import check_model_args, load_checkpoint, model_from_checkpoint
+from utils.engine.device import backend_note, resolve_backend, resolve_device
+from utils.engine.plots import plot_confusion
+from utils.plumbing.errors import UserError
+from utils.plumbing.files import write_json
+from utils.plumbing.runs import RunLayout
 
 
 @dataclass
@@ -43,23 +45,28 @@ def evaluate(model, batches, num_classes=10):
     return Evaluation(loss_sum / max(n, 1), correct / max(n, 1), confusion.numpy(), n, time.perf_counter() - start)
 
 
-def run_test(cfg):
-    """Evaluate the checkpoint named in a TestConfig on the 10,000 official test images."""
-    device = resolve_device(cfg.device)
-    backend = resolve_backend(cfg.dcn_backend, device, cfg.model_type)
+def run_test(cfg, script_variant=None):
+    """Evaluate the checkpoint a TestConfig names on the 10,000 official test images. The checkpoint says
+    which variant and widths it holds; `variant`/`conv_ch` in the config, when given, are checked against
+    it, and a test_<Model>.py script (`script_variant`) only tests the variants it runs."""
     state = load_checkpoint(cfg.model)  # before loading data: a bad checkpoint fails fast
-    model = model_from_checkpoint(state, cfg.model, cfg.model_type, cfg.conv_ch, backend).to(device)
+    check_model_args(state, cfg.model, {"variant": cfg.variant, "conv_ch": cfg.conv_ch}, "the config")
+    name = state["model_args"]["variant"]
+    if script_variant is not None and VARIANTS[name].script != script_variant:
+        script = VARIANTS[name].script
+        raise UserError(f"checkpoint {cfg.model} holds a {name} model; test it with test_{script}.py, not test_{script_variant}.py")
+    device = resolve_device(cfg.device)
+    backend = resolve_backend(cfg.dcn_backend, device, name)
+    model = model_from_checkpoint(state, cfg.model, backend).to(device)
     test_set = data_mod.load_cifar10(cfg.data_dir, train=False, download=cfg.download)
-    name = MODEL_NAMES[cfg.model_type]
     print(f"testing {name} ({count_parameters(model):,} parameters) from {cfg.model} on {len(test_set):,} test images, {device}{backend_note(backend)}")
     result = evaluate(model, data_mod.Batches(test_set, cfg.batch_size, device))
-    out = Path(cfg.outdir) / "test"
+    run = RunLayout(cfg.outdir) if cfg.outdir else RunLayout.of_checkpoint(cfg.model)
     metrics = {
-        "model_type": cfg.model_type,
-        "model_name": name,
+        "variant": name,
+        "model_args": state["model_args"],
         "checkpoint": str(cfg.model),
         "checkpoint_epoch": state.get("epoch"),
-        "conv_ch": list(cfg.conv_ch),
         "parameters": count_parameters(model),
         "test_images": result.images,
         "accuracy": result.accuracy,
@@ -70,9 +77,9 @@ def run_test(cfg):
         "device": str(device),
         "dcn_backend": backend,
     }
-    existed = (out / "metrics.json").exists()
-    write_json(out / "metrics.json", metrics)
-    plot_confusion(result.confusion, data_mod.CLASSES, out / "confusion_matrix.png", f"{name}: test accuracy {result.accuracy:.4f}")
+    existed = run.metrics.exists()
+    write_json(run.metrics, metrics)
+    plot_confusion(result.confusion, data_mod.CLASSES, run.confusion_png, f"{name}: test accuracy {result.accuracy:.4f}")
     print(f"test accuracy {result.accuracy:.4f} ({int(np.trace(result.confusion))}/{result.images}), loss {result.loss:.4f}")
-    print(f"wrote {out}/metrics.json and confusion_matrix.png" + (" (replacing the previous test results)" if existed else ""))
+    print(f"wrote {run.metrics} and {run.confusion_png.name}" + (" (replacing the previous test results)" if existed else ""))
     return metrics

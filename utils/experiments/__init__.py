@@ -1,0 +1,1 @@
+"""Experiments on the engine: compare.py (variants x seeds, statistics, figures), benchmark.py (cost), offsets.py (what the offsets learned)."""
