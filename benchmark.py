@@ -2,7 +2,7 @@
 
 python benchmark.py --config config/benchmark.json   (writes result/benchmark.json and result/benchmark.md)
 """
-from utils.plumbing.cli import config_main
+from utils.cli import config_main
 from utils.plumbing.config import BenchmarkConfig
 
 

@@ -2,7 +2,7 @@
 
 python compare.py --config config/compare_cpu-quick.json   (writes <outdir>/comparison.md and figures)
 """
-from utils.plumbing.cli import config_main
+from utils.cli import config_main
 from utils.plumbing.config import CompareConfig
 
 

@@ -1,5 +1,5 @@
 """Test a trained Conv2d checkpoint: python test_Conv2d.py --config config/test_Conv2d.json [--set key=value ...]"""
-from utils.plumbing.cli import test_main
+from utils.cli import test_main
 
 if __name__ == "__main__":
     test_main(variant="Conv2d", script="test_Conv2d.py")

@@ -15,8 +15,8 @@ REAL_DATA = ROOT.parent / "shared" / "data"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 from models.deform_ops import cpp  # noqa: E402
+from utils.cli import test_main, train_main  # noqa: E402
 from utils.engine import data as data_mod  # noqa: E402
-from utils.plumbing.cli import test_main, train_main  # noqa: E402
 
 needs_real_data = pytest.mark.skipif(not (REAL_DATA / "cifar-10-batches-py").exists(), reason="real CIFAR-10 not present")
 

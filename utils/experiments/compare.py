@@ -62,7 +62,7 @@ def run_all(cfg):
         history = layout.run(name, s).history_json
         if history.exists():
             measured.setdefault(name, []).extend(h["train_seconds"] + h["val_seconds"] for h in json.loads(history.read_text()))
-    progress = ProtocolProgress(cfg.protocol, cfg.num_epoch, {key: st.epochs_done for key, st in status.items()}, measured)
+    progress = ProtocolProgress(cfg.protocol, cfg.num_epoch, {key: st.epochs_done or 0 for key, st in status.items()}, measured)
     try:
         for i, (name, seed) in enumerate(jobs, start=1):
             tc, run, state = train_config_for(cfg, name, seed), layout.run(name, seed), status[(name, seed)].state

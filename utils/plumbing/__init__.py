@@ -1,1 +1,1 @@
-"""Command line, configs, errors, atomic files and the results layout. Imports no torch."""
+"""Configs, errors, atomic files and the results layout: what every layer above uses. Imports no torch."""

@@ -23,6 +23,7 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from utils.plumbing.files import write_json
 
@@ -137,28 +138,18 @@ def _rel(path, root):
 @dataclass(frozen=True)
 class RunStatus:
     state: str  # "new", "partial" (resumable, or finished but not yet finalised) or "done"
-    epochs_done: int
+    epochs_done: Optional[int]  # None: a run begun by a version that kept no record (its last.pth knows)
     tested: bool  # test metrics exist for the final epoch
 
 
 def run_status(layout, num_epoch):
-    """Where a run stands, from its small record; only a run written by older code (no record) needs its
-    last.pth opened (`legacy_epoch`, imported lazily: it loads torch)."""
+    """Where a run stands, from its small record alone (no checkpoint is opened)."""
     record = layout.read_record()
-    if record is not None:
-        epochs = int(record.get("epochs_done", 0))
-    elif layout.last.exists():
-        epochs = legacy_epoch(layout.last)
-    else:
-        return RunStatus("new", 0, False)
-    done = record is not None and record.get("state") == "trained" and epochs == num_epoch and layout.weights.exists()
+    if record is None:
+        return RunStatus("partial", None, False) if layout.last.exists() else RunStatus("new", 0, False)
+    epochs = int(record.get("epochs_done", 0))
+    done = record.get("state") == "trained" and epochs == num_epoch and layout.weights.exists()
     return RunStatus("done" if done else "partial", epochs, done and tested_epoch(layout) == num_epoch)
-
-
-def legacy_epoch(path):
-    from utils.engine.checkpoint import load_checkpoint
-
-    return int(load_checkpoint(path)["epoch"])
 
 
 def tested_epoch(layout):
