@@ -9,23 +9,34 @@ torchvision). On CPU "cpp" is fastest, then "gather"; both beat torchvision's CP
 magnitude (README, benchmark.py).
 """
 import torchvision
-from torch.nn.modules.utils import _pair
 
+from models.deform_ops.arguments import NonFiniteArgument, check_arguments
 from models.deform_ops.cpp import FusedDeformConv
 from models.deform_ops.gather import deform_conv2d_gather
 from models.registry import BACKENDS
 
-__all__ = ["BACKENDS", "deform_conv2d"]
+__all__ = ["BACKENDS", "NonFiniteArgument", "deform_conv2d"]
 
 
 def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilation=1, mask=None, backend="gather"):
-    """torchvision.ops.deform_conv2d's arguments and result, computed by `backend`."""
+    """torchvision.ops.deform_conv2d's arguments and result, computed by `backend`.
+
+    The arguments are checked first, the same way for every backend (arguments.py): a bad one raises
+    TypeError or ValueError naming it; NaN or infinite offsets or masks raise NonFiniteArgument. An empty
+    batch or zero output channels give an empty output (and zero gradients) whatever the backend.
+    Gradients are first-order only (create_graph=True through gather or cpp raises, see arguments.py).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"deform_conv2d: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    stride, padding, dilation, (ho, wo) = check_arguments(input, offset, weight, bias, stride, padding, dilation, mask)
+    if backend == "cpp" and input.device.type != "cpu":
+        raise ValueError(f"deform_conv2d: the cpp backend runs on the CPU only, got tensors on {input.device}")
+    if input.shape[0] == 0 or weight.shape[0] == 0:
+        # Nothing to compute; zero-size sums keep every argument in the graph, so each gets a zero gradient.
+        linked = sum(t.sum() for t in (input, offset, weight, bias, mask) if t is not None) * 0
+        return input.new_zeros(input.shape[0], weight.shape[0], ho, wo) + linked
     if backend == "torchvision":
-        return torchvision.ops.deform_conv2d(input, offset, weight, bias, _pair(stride), _pair(padding), _pair(dilation), mask)
+        return torchvision.ops.deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
     if backend == "gather":
         return deform_conv2d_gather(input, offset, weight, bias, stride, padding, dilation, mask)
-    if backend == "cpp":
-        if input.device.type != "cpu":
-            raise ValueError(f"the cpp deformable-convolution backend runs on the CPU only, got a tensor on {input.device}")
-        return FusedDeformConv.apply(input, offset, mask, weight, bias, _pair(stride), _pair(padding), _pair(dilation))
-    raise ValueError(f"unknown deformable-convolution backend {backend!r}; choose one of {BACKENDS}")
+    return FusedDeformConv.apply(input, offset, mask, weight, bias, stride, padding, dilation)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from models.deform_ops.arguments import refuse_second_order
+
 SOURCE = Path(__file__).with_name("csrc") / "deform_conv_cpu.cpp"
 _state = {}  # "module" or "error", filled by the first kernel() call of the process
 
@@ -66,6 +68,7 @@ class FusedDeformConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        refuse_second_order("cpp")
         input_cl, offset, mask, weight = ctx.saved_tensors
         need_input = ctx.needs_input_grad[0]  # False for the first layer: the images need no gradient
         g_in, g_off, g_mask, g_w = kernel().backward(grad_out.contiguous(), input_cl, offset, mask, weight, *ctx.geometry, need_input)

@@ -19,6 +19,8 @@ Checked against torchvision, values and every gradient, in tests/test_deform_ops
 import torch
 from torch.nn.modules.utils import _pair
 
+from models.deform_ops.arguments import refuse_second_order
+
 
 def _pixel_chunks(pixels, row_floats):
     """Output-pixel ranges whose sampled columns (~1 MB) stay in cache: every pass over them then runs at
@@ -107,6 +109,7 @@ class SampledConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        refuse_second_order("gather")
         rows, py, px, mask, w_mat = ctx.saved_tensors
         groups, height, width = ctx.geometry
         index, raw, ly, lx, moving = _corner_rows_and_weights(py, px, height, width)  # recomputed: cheaper than storing
@@ -145,7 +148,7 @@ class SampledConv(torch.autograd.Function):
 
 
 def deform_conv2d_gather(input, offset, weight, bias=None, stride=1, padding=0, dilation=1, mask=None):
-    """Same signature and result as torchvision.ops.deform_conv2d."""
+    """Same signature and result as torchvision.ops.deform_conv2d, for arguments deform_conv2d has checked."""
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     n, c, h, w = input.shape
     out_ch, c_per_group, kh, kw = weight.shape

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import torchvision
 from tqdm import tqdm
 
+from models.deform_ops import NonFiniteArgument
 from models.network import ConvNet, count_parameters
 from utils.engine import data as data_mod
 from utils.engine.checkpoint import check_model_args, load_checkpoint, save_checkpoint, save_weights
@@ -175,6 +176,11 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume", on_epoc
             raise UserError(
                 f"training stopped: the loss became {e.value} in epoch {epoch}, batch {e.batch}; the last good checkpoint "
                 f"({epoch - 1} epochs) is {run.last}; lower learning_rate and start again with --overwrite"
+            ) from None
+        except NonFiniteArgument as e:  # the offset/mask predictors diverged before the loss could show it
+            raise UserError(
+                f"training stopped in epoch {epoch}: {e}; the last good checkpoint ({epoch - 1} epochs) is {run.last}; "
+                f"lower learning_rate and start again with --overwrite"
             ) from None
         except torch.OutOfMemoryError:
             raise UserError(

@@ -1,4 +1,4 @@
-// The "cpp" backend of the deformable convolution (models/deform_cpp.py): the same function as
+// The "cpp" backend of the deformable convolution (models/deform_ops/cpp.py): the same function as
 // torchvision.ops.deform_conv2d, computed as im2col + GEMM with the bilinear sampling fused into the im2col.
 //
 // Why it is fast on a CPU: the input is read channels-last, so every sampled column is 4 contiguous
@@ -149,6 +149,16 @@ void sample_block(const Geometry& g, const std::vector<Segment>& segs, int64_t n
 
 Geometry geometry_of(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight, int64_t sh, int64_t sw,
                      int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+  // The second line of defence behind models/deform_ops/arguments.py: the loops below divide by these sizes
+  // and index raw pointers, so anything that would divide by zero or read outside a tensor is refused
+  // first, before any arithmetic on the sizes.
+  TORCH_CHECK(input.dim() == 4 && offset.dim() == 4 && weight.dim() == 4, "deform_conv_cpu: input, offset and weight must be 4-d");
+  TORCH_CHECK(input.device().is_cpu() && offset.device().is_cpu() && weight.device().is_cpu(), "deform_conv_cpu: tensors must be on the CPU");
+  TORCH_CHECK(offset.scalar_type() == input.scalar_type() && weight.scalar_type() == input.scalar_type(), "deform_conv_cpu: tensors must share one dtype");
+  TORCH_CHECK(sh >= 1 && sw >= 1 && dh >= 1 && dw >= 1 && ph >= 0 && pw >= 0, "deform_conv_cpu: stride and dilation must be >= 1, padding >= 0");
+  TORCH_CHECK(input.size(3) >= 1 && weight.size(1) >= 1 && weight.size(2) >= 1 && weight.size(3) >= 1,
+              "deform_conv_cpu: the input channels and the kernel must not be empty");
+  TORCH_CHECK(input.is_contiguous() && offset.is_contiguous() && weight.is_contiguous(), "deform_conv_cpu: tensors must be contiguous");
   Geometry g;
   g.n = input.size(0), g.h = input.size(1), g.w = input.size(2), g.c = input.size(3);
   g.out_ch = weight.size(0), g.kh = weight.size(2), g.kw = weight.size(3);
@@ -156,20 +166,19 @@ Geometry geometry_of(const at::Tensor& input, const at::Tensor& offset, const at
   g.sh = sh, g.sw = sw, g.ph = ph, g.pw = pw, g.dh = dh, g.dw = dw;
   g.groups = g.c / weight.size(1);
   g.offset_groups = offset.size(1) / (2 * g.taps());
-  // The loops index raw pointers: refuse any shape that would make them read outside a tensor.
-  TORCH_CHECK(input.dim() == 4 && offset.dim() == 4 && weight.dim() == 4 && offset.size(0) == g.n, "deform_conv_cpu: bad tensor ranks or batch sizes");
-  TORCH_CHECK(input.is_contiguous() && offset.is_contiguous() && weight.is_contiguous(), "deform_conv_cpu: tensors must be contiguous");
+  TORCH_CHECK(offset.size(0) == g.n, "deform_conv_cpu: offset and input batch sizes differ");
   TORCH_CHECK(g.groups >= 1 && g.c % weight.size(1) == 0 && g.out_ch % g.groups == 0, "deform_conv_cpu: weight groups do not divide the channels");
   TORCH_CHECK(g.offset_groups >= 1 && offset.size(1) == 2 * g.offset_groups * g.taps() && g.c % g.offset_groups == 0,
               "deform_conv_cpu: offset must have 2 * offset_groups * kh * kw channels, offset_groups dividing the input channels");
-  TORCH_CHECK(g.ho == (g.h + 2 * ph - dh * (g.kh - 1) - 1) / sh + 1 && g.wo == (g.w + 2 * pw - dw * (g.kw - 1) - 1) / sw + 1,
+  TORCH_CHECK(g.ho >= 1 && g.wo >= 1 && g.ho == (g.h + 2 * ph - dh * (g.kh - 1) - 1) / sh + 1 && g.wo == (g.w + 2 * pw - dw * (g.kw - 1) - 1) / sw + 1,
               "deform_conv_cpu: offset height/width do not match the output size");
   return g;
 }
 
-void check_mask(const at::Tensor& mask, const Geometry& g) {
-  TORCH_CHECK(!mask.defined() || (mask.is_contiguous() && mask.sizes() == at::IntArrayRef({g.n, g.offset_groups * g.taps(), g.ho, g.wo})),
-              "deform_conv_cpu: mask must be contiguous, [N, offset_groups * kh * kw, Ho, Wo]");
+void check_mask(const at::Tensor& mask, const at::Tensor& input, const Geometry& g) {
+  TORCH_CHECK(!mask.defined() || (mask.is_contiguous() && mask.device().is_cpu() && mask.scalar_type() == input.scalar_type() &&
+                                  mask.sizes() == at::IntArrayRef({g.n, g.offset_groups * g.taps(), g.ho, g.wo})),
+              "deform_conv_cpu: mask must be a contiguous CPU tensor of the input's dtype, [N, offset_groups * kh * kw, Ho, Wo]");
 }
 
 // weight [O, C/groups, kh, kw] -> per weight group, [O/groups, kh*kw*C/groups] matching the column layout.
@@ -185,8 +194,9 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& offset, const c10:
                    const at::Tensor& weight, const c10::optional<at::Tensor>& bias_or_none, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
   const at::Tensor mask = mask_or_none.value_or(at::Tensor()), bias = bias_or_none.value_or(at::Tensor());
   const Geometry g = geometry_of(input, offset, weight, sh, sw, ph, pw, dh, dw);
-  check_mask(mask, g);
-  TORCH_CHECK(!bias.defined() || bias.numel() == g.out_ch, "deform_conv_cpu: bias must have out_channels entries");
+  check_mask(mask, input, g);
+  TORCH_CHECK(!bias.defined() || (bias.numel() == g.out_ch && bias.device().is_cpu() && bias.scalar_type() == input.scalar_type()),
+              "deform_conv_cpu: bias must have out_channels entries, on the CPU, of the input's dtype");
   const auto segs = channel_segments(g);
   const at::Tensor w_mat = weight_matrix(weight, g);
   at::Tensor out = at::empty({g.n, g.out_ch, g.ho * g.wo}, input.options());
@@ -225,8 +235,9 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& i
                                  int64_t pw, int64_t dh, int64_t dw, bool need_input_grad) {
   const at::Tensor mask = mask_or_none.value_or(at::Tensor());
   const Geometry g = geometry_of(input, offset, weight, sh, sw, ph, pw, dh, dw);
-  check_mask(mask, g);
-  TORCH_CHECK(grad_out.numel() == g.n * g.out_ch * g.ho * g.wo, "deform_conv_cpu: grad_out has the wrong size");
+  check_mask(mask, input, g);
+  TORCH_CHECK(grad_out.numel() == g.n * g.out_ch * g.ho * g.wo && grad_out.device().is_cpu() && grad_out.scalar_type() == input.scalar_type(),
+              "deform_conv_cpu: grad_out has the wrong size, device or dtype");
   const auto segs = channel_segments(g);
   const at::Tensor w_mat = weight_matrix(weight, g);
   const at::Tensor grad = grad_out.reshape({g.n, g.out_ch, g.ho * g.wo});
