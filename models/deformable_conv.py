@@ -14,6 +14,8 @@ class DeformableConv(nn.Module):
 
     `predict(x)` gives the offsets [N, 2*k*k, H, W] (dy, dx per tap, torchvision's layout) and the mask
     [N, k*k, H, W] (after the sigmoid) or None; `forward(x)` samples the input there and convolves.
+    With `learn_offsets=False` (a control) there is no offset predictor: the offsets are exactly zero, the
+    regular grid, and only the mask is learned.
 
     The weight and bias have torchvision's DeformConv2d shapes and initialisation (same random draws), so
     checkpoints from before this class existed load unchanged. Both predictors are k x k convolutions with
@@ -23,7 +25,8 @@ class DeformableConv(nn.Module):
     parameters, so checkpoints move freely between them.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1, dilation=1, modulated=False, backend="gather"):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1, dilation=1, modulated=False, learn_offsets=True,
+                 backend="gather"):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding, self.dilation = map(_pair, (kernel_size, stride, padding, dilation))
@@ -35,15 +38,21 @@ class DeformableConv(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
         taps = self.kernel_size[0] * self.kernel_size[1]
-        self.offset = nn.Conv2d(in_channels, 2 * taps, kernel_size, stride, padding, dilation)
+        self.offset = nn.Conv2d(in_channels, 2 * taps, kernel_size, stride, padding, dilation) if learn_offsets else None
         self.mask = nn.Conv2d(in_channels, taps, kernel_size, stride, padding, dilation) if modulated else None
         for predictor in (self.offset, self.mask):
             if predictor is not None:
                 nn.init.zeros_(predictor.weight)
                 nn.init.zeros_(predictor.bias)
 
+    def predictor_parameters(self):
+        return [p for m in (self.offset, self.mask) if m is not None for p in m.parameters()]
+
     def predict(self, x):
         """(offset, mask): where each tap samples, and (DCNv2) how much it counts; mask None for DCNv1."""
+        if self.offset is None:  # offsets fixed at zero: the regular grid
+            mask = torch.sigmoid(self.mask(x))
+            return mask.new_zeros(mask.shape[0], 2 * mask.shape[1], *mask.shape[2:]), mask
         if not self.modulated:
             return self.offset(x), None
         # One convolution for both predictors: measured 1.5x faster (forward+backward) than two, whose 18
@@ -60,4 +69,5 @@ class DeformableConv(nn.Module):
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, modulated={self.modulated}, backend={self.backend}")
+                f"padding={self.padding}, dilation={self.dilation}, modulated={self.modulated}, learn_offsets={self.offset is not None}, "
+                f"backend={self.backend}")

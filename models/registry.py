@@ -12,21 +12,35 @@ from typing import Optional
 @dataclass(frozen=True)
 class Variant:
     name: str
-    deformable: bool  # the convolutions are deformable (learned offsets); False: plain nn.Conv2d
-    modulated: bool  # deformable with a learned modulation mask (DCNv2)
     script: str  # the model whose train_/test_ scripts run this variant
     description: str
+    deformable: bool = False  # its convolutions are DeformableConv layers (in the blocks `layers` names)
+    offsets: bool = False  # learns sampling offsets (False with deformable: offsets fixed at zero, mask only)
+    modulated: bool = False  # learns a modulation mask (DCNv2)
+    dilation: int = 1  # of the plain convolutions (padding = dilation: same output size)
+    layers: str = "all"  # which conv blocks are deformable unless the config's deformable_layers says: "all" or "last"
+    match_params: Optional[str] = None  # widen this plain network to that variant's parameter count (within 3 %)
     legacy_id: Optional[int] = None  # the integer `model_type` older configs and checkpoints use
 
 
 VARIANTS = {v.name: v for v in (
-    Variant("Conv2d", deformable=False, modulated=False, script="Conv2d", legacy_id=1,
-            description="nn.Conv2d(3x3, padding 1)"),
-    Variant("DeformConv2d", deformable=True, modulated=False, script="DeformConv2d", legacy_id=2,
-            description="deformable 3x3 conv fed by a learned offset predictor (3x3 conv -> 18 channels), DCNv1"),
-    Variant("DeformConv2dv2", deformable=True, modulated=True, script="DeformConv2dv2", legacy_id=3,
-            description="as DeformConv2d plus a learned modulation mask predictor (3x3 conv -> 9 channels, sigmoid), DCNv2"),
+    Variant("Conv2d", "Conv2d", "nn.Conv2d(3x3, padding 1)", legacy_id=1),
+    Variant("DeformConv2d", "DeformConv2d", "deformable 3x3 conv fed by a learned offset predictor (3x3 conv -> 18 channels), DCNv1",
+            deformable=True, offsets=True, legacy_id=2),
+    Variant("DeformConv2dv2", "DeformConv2dv2", "as DeformConv2d plus a learned modulation mask predictor (3x3 conv -> 9 channels, "
+            "sigmoid), DCNv2", deformable=True, offsets=True, modulated=True, legacy_id=3),
+    # Controls: what a deformable layer adds besides learned sampling positions.
+    Variant("Conv2d-params", "Conv2d", "nn.Conv2d(3x3), every block widened by one factor to DeformConv2dv2's parameter count "
+            "(within 3 %)", match_params="DeformConv2dv2"),
+    Variant("Conv2d-dilated", "Conv2d", "nn.Conv2d(3x3, dilation 2, padding 2): a larger receptive field, fixed", dilation=2),
+    Variant("DeformConv2dv2-mask-only", "DeformConv2dv2", "DeformConv2dv2 with offsets fixed at zero (no offset predictor): "
+            "the modulation mask alone", deformable=True, modulated=True),
+    # Deformable only in the last conv block (the DCN papers put them in later stages).
+    Variant("DeformConv2d-last", "DeformConv2d", "DeformConv2d in the last conv block only", deformable=True, offsets=True, layers="last"),
+    Variant("DeformConv2dv2-last", "DeformConv2dv2", "DeformConv2dv2 in the last conv block only", deformable=True, offsets=True,
+            modulated=True, layers="last"),
 )}
+BASE = ("Conv2d", "DeformConv2d", "DeformConv2dv2")  # the three models of the question; the others are controls
 
 # The deformable-convolution ops (models/deform_ops): all compute the same function on the same parameters.
 BACKENDS = ("torchvision", "gather", "cpp")
@@ -48,3 +62,13 @@ def variant_name(value):
 
 def variant(value):
     return VARIANTS[variant_name(value)]
+
+
+def deformable_blocks(name, blocks, deformable_layers=None):
+    """1-based indices of the conv blocks (of `blocks`) that are deformable: none for a plain variant, else
+    `deformable_layers` ("all", "last" or a list of indices) or the variant's own default."""
+    spec = variant(name)
+    if not spec.deformable:
+        return []
+    which = spec.layers if deformable_layers is None else deformable_layers
+    return list(range(1, blocks + 1)) if which == "all" else [blocks] if which == "last" else sorted(which)

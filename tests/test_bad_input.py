@@ -6,6 +6,10 @@ import sys
 import pytest
 from conftest import ROOT, make_test_config, make_train_config, run_script, write_config
 
+from models.registry import VARIANTS
+
+ALL = ", ".join(VARIANTS)
+
 
 def check_refused(tmp_path, capsys, kind, variant, config_path, *expected, extra=()):
     code = run_script(kind, variant, config_path, *extra)
@@ -68,9 +72,11 @@ def test_unknown_key_suggests_the_closest(tmp_path, capsys):
         ("num_epoch", True, "must be a whole number >= 1, got true"),
         ("weight_decay", -1, "must be a number >= 0, got -1"),
         ("random_seed", -3, "must be a whole number >= 0, got -3"),
-        ("model_type", 4, "must name a model variant (variants: Conv2d, DeformConv2d, DeformConv2dv2 "
-                          "(older configs: 1 (Conv2d), 2 (DeformConv2d), 3 (DeformConv2dv2))), got 4"),
-        ("variant", "DeformConv2v2", 'must name a model variant (did you mean "DeformConv2dv2"? variants: Conv2d, DeformConv2d, DeformConv2dv2'),
+        ("model_type", 4, f"must name a model variant (variants: {ALL} (older configs: 1 (Conv2d), 2 (DeformConv2d), 3 (DeformConv2dv2))), got 4"),
+        ("variant", "DeformConv2v2", f'must name a model variant (did you mean "DeformConv2dv2"? variants: {ALL} (older'),
+        ("deformable_layers", "first", 'must be "all", "last", null (the variant\'s own) or a list of distinct conv block numbers from 1'),
+        ("deformable_layers", [0], 'must be "all", "last", null'),
+        ("offset_lr_mult", -0.1, "must be a number >= 0, got -0.1"),
         ("download", "yes", 'must be true or false, got "yes"'),
         ("device", "gpu", 'must be "auto", "cpu", "cuda" or "cuda:N", got "gpu"'),
         ("dcn_backend", "fast", 'must be one of "auto", "torchvision", "gather", "cpp", got "fast"'),
@@ -100,6 +106,24 @@ def test_an_unknown_override_suggests_the_closest(tmp_path, capsys):
     check_refused(tmp_path, capsys, "train", "Conv2d", path, 'error: --set: unknown key "num_epochs"; did you mean "num_epoch"?',
                   extra=("--set", "num_epochs=3"))
     check_refused(tmp_path, capsys, "train", "Conv2d", path, "error: --set num_epoch: expected key=value", extra=("--set", "num_epoch"))
+
+
+@pytest.mark.parametrize("variant, layers, message", [
+    ("DeformConv2d", [3], '"deformable_layers" [3] names a block beyond the 2 conv blocks of conv_ch [8, 16]'),
+    ("Conv2d", "last", '"deformable_layers" is set but Conv2d has no deformable layers; remove it or pick a deformable variant'),
+])
+def test_deformable_layers_must_fit_the_model(tmp_path, capsys, variant, layers, message):
+    path = write_config(tmp_path / "c.json", make_train_config(tmp_path, variant, deformable_layers=layers))
+    check_refused(tmp_path, capsys, "train", variant, path, f"error: {path}: {message}\n")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("robustness", "yes", 'must be true or false, got "yes"'),
+    ("robustness_images", 50, "must be null (all 10,000 test images) or a whole number from 100 to 10000, got 50"),
+])
+def test_robustness_options_are_checked(tmp_path, capsys, key, value, message):
+    path = write_config(tmp_path / "c.json", make_test_config(tmp_path, **{key: value}))
+    check_refused(tmp_path, capsys, "test", "Conv2d", path, f'error: {path}: "{key}" {message}\n')
 
 
 def test_variant_disagrees_with_the_script(tmp_path, capsys):

@@ -4,39 +4,58 @@ import json
 import numpy as np
 import pytest
 from conftest import make_train_config, run_script, write_config
+from scipy import stats
 
 from models.deform_ops import cpp
-from utils.experiments.compare import compare, summarize, welch
+from utils.engine.robustness import TRANSFORMS
+from utils.experiments.compare import compare
 from utils.experiments.offsets import visualize
+from utils.experiments.report import summarize
+from utils.experiments.stats import holm, mean_ci, paired, welch
 from utils.plumbing.config import BenchmarkConfig, CompareConfig, parse_config
 from utils.plumbing.errors import UserError
 
 
-def fake_run(acc, val_accs, params=100):
+def fake_run(seed, acc, val_accs, params=100):
     history = [{"epoch": i + 1, "train_loss": 2.0 - i * 0.1, "val_loss": 2.1 - i * 0.1, "val_accuracy": v, "train_seconds": 10.0 + i, "val_seconds": 1.0}
                for i, v in enumerate(val_accs)]
     per_class = {c: acc for c in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")}
-    return {"history": history, "metrics": {"accuracy": acc, "parameters": params, "images_per_second": 1000.0, "per_class_accuracy": per_class}}
+    return {"seed": seed, "history": history,
+            "metrics": {"accuracy": acc, "parameters": params, "images_per_second": 1000.0, "per_class_accuracy": per_class}}
 
 
 def test_aggregation_math_and_significance():
     runs = {
-        "Conv2d": [fake_run(a, [0.3, 0.4]) for a in (0.50, 0.52, 0.51)],
-        "DeformConv2d": [fake_run(a, [0.3, 0.6]) for a in (0.60, 0.61, 0.62)],
-        "DeformConv2dv2": [fake_run(a, [0.5, 0.45]) for a in (0.49, 0.53, 0.52)],
+        "Conv2d": [fake_run(s, a, [0.3, 0.4]) for s, a in enumerate((0.50, 0.52, 0.51))],
+        "DeformConv2d": [fake_run(s, a, [0.3, 0.6]) for s, a in enumerate((0.60, 0.61, 0.62))],
+        "DeformConv2dv2": [fake_run(s, a, [0.5, 0.45]) for s, a in enumerate((0.49, 0.53, 0.52))],
     }
     rows, pairs = summarize(runs)
     conv = rows[0]
     assert conv["test_accuracy_mean"] == pytest.approx(0.51)
-    assert conv["test_accuracy_std"] == pytest.approx(np.std([0.50, 0.52, 0.51], ddof=1))
+    assert conv["test_accuracy_std"] == pytest.approx(0.01)
+    assert conv["test_accuracy_ci95"] == pytest.approx(4.302653 * 0.01 / 3 ** 0.5, rel=1e-6)  # t(0.975, 2) = 4.3027
     assert conv["best_val_accuracy_mean"] == pytest.approx(0.4)
     assert rows[2]["best_val_accuracy_mean"] == pytest.approx(0.5)
-    assert conv["train_seconds_per_epoch"] == pytest.approx(10.5)
+    assert conv["train_seconds_per_epoch"] == pytest.approx(10.5)  # median of 10, 11, 10, 11, 10, 11
     by_pair = {(p["a"], p["b"]): p for p in pairs}
-    assert by_pair[("Conv2d", "DeformConv2d")]["significant"]  # 0.10 apart, spread 0.01
-    assert by_pair[("Conv2d", "DeformConv2d")]["difference"] == pytest.approx(-0.10)
+    dcn = by_pair[("Conv2d", "DeformConv2d")]
+    assert dcn["difference"] == pytest.approx(-0.10) and dcn["paired_seeds"] == 3
+    # Paired by seed: differences -0.10, -0.09, -0.11 -> t = -17.32 with 2 df.
+    assert dcn["p_paired"] == pytest.approx(stats.ttest_rel([0.50, 0.52, 0.51], [0.60, 0.61, 0.62]).pvalue)
+    assert dcn["p_paired_holm"] == pytest.approx(min(1, 3 * dcn["p_paired"]))  # the smallest of 3 p-values: times 3
+    assert dcn["significant"]
     assert not by_pair[("Conv2d", "DeformConv2dv2")]["significant"]  # overlapping seeds
-    assert welch([0.5], [0.6]) != welch([0.5], [0.6])  # one seed: undefined (nan), never "significant"
+
+
+def test_statistics_helpers():
+    mean, half = mean_ci([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5 and half == pytest.approx(stats.t.ppf(0.975, 3) * np.std([1, 2, 3, 4], ddof=1) / 2)
+    assert np.isnan(mean_ci([0.5])[1])
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])  # 3*0.01, max(2*0.03, .03), max(1*0.04, .06)
+    assert np.isnan(holm([float("nan"), 0.2])[0]) and holm([float("nan"), 0.2])[1] == 0.2  # nan does not count
+    assert np.isnan(welch([0.5], [0.6])) and np.isnan(paired([0.5], [0.6]))  # one seed: undefined, never "significant"
+    assert paired([0.5, 0.6], [0.4, 0.5]) == 0.0 and paired([0.5, 0.6], [0.5, 0.6]) == 1.0  # no spread in the differences
 
 
 def tiny_compare_config(tmp_path, **overrides):
@@ -52,14 +71,16 @@ def test_compare_end_to_end_then_resumes_only_what_is_missing(tmp_path, syntheti
     cfg = tiny_compare_config(tmp_path)
     compare(cfg)
     out = tmp_path / "cmp"
-    for name in ("comparison.md", "comparison.json", "comparison.csv", "comparison_curves.png", "comparison_accuracy.png", "comparison_per_class.png"):
+    for name in ("comparison.md", "comparison.json", "comparison.csv", "comparison_curves.png", "comparison_accuracy.png",
+                 "comparison_per_class.png", "comparison_robustness.png"):
         assert (out / name).stat().st_size > 0, name
     report = json.loads((out / "comparison.json").read_text())
     assert [m["model"] for m in report["models"]] == ["Conv2d", "DeformConv2d", "DeformConv2dv2"]
     assert all(m["seeds"] == 2 and m["epochs"] == 2 for m in report["models"])
-    assert len(report["pairs"]) == 3
+    assert len(report["pairs"]) == 3 and all(p["paired_seeds"] == 2 for p in report["pairs"])
+    assert all(m["robustness"]["images"] == 50 and set(m["robustness"]["accuracy"]) == {"clean", *TRANSFORMS} for m in report["models"])
     md = (out / "comparison.md").read_text()
-    assert "protocol `tiny`" in md and "Welch" in md
+    assert "protocol `tiny`" in md and "Holm-corrected over the 3 pairs" in md and "| DeformConv2dv2 | " in md.split("Geometric robustness")[1]
 
     # Remove one run's test results and interrupt another run's training: only those are redone.
     (out / "Conv2d/seed_1/test/metrics.json").unlink()
@@ -103,15 +124,20 @@ def test_offset_figure_refused_for_conv2d(tmp_path, synthetic_data):
 def test_benchmark_writes_its_report(tmp_path, cpp_kernel):
     from utils.experiments.benchmark import run_benchmark
 
-    cfg = parse_config({"outdir": str(tmp_path), "batch_size": 2, "conv_ch": [4, 8], "warmup": 0, "repeats": 1,
-                        "device": "cpu", "data_dir": str(tmp_path / "none"), "data_batches": 2}, BenchmarkConfig)
+    cfg = parse_config({"outdir": str(tmp_path), "batch_size": 2, "conv_ch": [4, 8], "warmup": 0, "repeats": 1, "device": "cpu",
+                        "data_dir": str(tmp_path / "none"), "data_batches": 2,
+                        "models": ["DeformConv2d", "DeformConv2dv2", "Conv2d-params"]}, BenchmarkConfig)
     result = run_benchmark(cfg)
     rows = result["results"]
     backends = ["torchvision", "gather", "cpp"]
-    assert [(r["model"], r["backend"]) for r in rows] == [("Conv2d", "-")] + [(m, b) for m in ("DeformConv2d", "DeformConv2dv2") for b in backends]
+    assert [(r["model"], r["backend"]) for r in rows] == ([("Conv2d", "-")] + [(m, b) for m in ("DeformConv2d", "DeformConv2dv2") for b in backends]
+                                                          + [("Conv2d-params", "-")])
+    matched = result["parameter_matched"][0]
+    assert matched["model"] == "Conv2d-params" and abs(matched["parameters"] / matched["target_parameters"] - 1) <= 0.03
     assert rows[0]["train_step_vs_conv2d"] == 1.0 and all(r["train_step_ms"] > 0 and r["parameters"] > 0 for r in rows)
     assert 0 < result["data_pipeline"]["data_share"] < 1
     md = (tmp_path / "benchmark.md").read_text()
+    assert f"Conv2d-params: widths {matched['widths']} (conv_ch [4, 8] scaled by one factor), {matched['parameters']:,} parameters = " in md
     assert "| DeformConv2dv2 | gather |" in md and json.loads((tmp_path / "benchmark.json").read_text())["environment"]["torch_threads"] >= 1
 
 

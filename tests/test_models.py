@@ -46,7 +46,7 @@ def test_mask_of_ones_equals_v1(any_backend):
 
 def test_predictors_start_at_zero_and_parameter_counts():
     for variant in ("DeformConv2d", "DeformConv2dv2"):
-        for m in ConvNet(variant, [8, 16]).deformable_layers():
+        for m in ConvNet(variant, [8, 16]).deformable_convs():
             preds = [m.offset] + ([m.mask] if m.modulated else [])
             assert all(float(p.weight.detach().abs().sum() + p.bias.detach().abs().sum()) == 0 for p in preds)
             assert m.offset.out_channels == 18 and (m.mask is None) == (variant == "DeformConv2d")
@@ -85,7 +85,8 @@ def test_predict_gives_the_offsets_and_mask_forward_uses(modulated):
 
 def test_printed_layer_shows_its_predictors():
     text = str(ConvNet("DeformConv2dv2", [4, 8], backend="gather"))
-    assert ("(0): DeformableConv(\n      3, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), modulated=True, backend=gather\n"
+    assert ("(0): DeformableConv(\n      3, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), modulated=True, learn_offsets=True, "
+            "backend=gather\n"
             "      (offset): Conv2d(3, 18, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))\n"
             "      (mask): Conv2d(3, 9, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))\n    )") in text
 

@@ -65,7 +65,7 @@ def test_main(variant, script, argv=None):
         cfg = load_config(args.config, TestConfig, args.set)
         if cfg.variant is not None:
             check_script(cfg.variant, variant, "test", args.config)
-        from utils.engine.evaluate import run_test
+        from utils.engine.testing import run_test
 
         run_test(cfg, script_variant=variant)
 

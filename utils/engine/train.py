@@ -1,6 +1,5 @@
 """The training loop: one place for data, model, optimiser, loss, validation, history, plots and checkpoints."""
 import dataclasses
-import platform
 import random
 import shutil
 import time
@@ -8,17 +7,16 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 from tqdm import tqdm
 
 from models.deform_ops import NonFiniteArgument
 from models.network import ConvNet, count_parameters
 from utils.engine import data as data_mod
-from utils.engine.checkpoint import check_model_args, load_checkpoint, save_checkpoint, save_weights
+from utils.engine.checkpoint import check_model_args, load_checkpoint, save_checkpoint
 from utils.engine.device import backend_note, resolve_backend, resolve_device
 from utils.engine.evaluate import evaluate
 from utils.engine.plots import plot_loss
-from utils.plumbing import runs
+from utils.engine.record import Record, finish, finished, model_args
 from utils.plumbing.errors import Interrupted, UserError
 from utils.plumbing.files import write_csv, write_json
 from utils.plumbing.runs import RunLayout
@@ -36,17 +34,19 @@ def prepare_data(cfg):
     return data_mod.split_train_val(full, cfg.test_size, cfg.random_seed)
 
 
-# The config keys that define what a run computes besides its variant (not where or on what it runs). A
-# finished run is only reused when these match (compare.py); they are stored in the run's record.
-RESULT_KEYS = ("conv_ch", "batch_size", "test_size", "random_seed", "learning_rate", "weight_decay", "train_subset")
+def group_learning_rates(cfg):
+    """AdamW's learning rate per parameter group: [all] or, with an offset_lr_mult, [others, predictors]."""
+    return [cfg.learning_rate] if cfg.offset_lr_mult == 1.0 else [cfg.learning_rate, cfg.learning_rate * cfg.offset_lr_mult]
 
 
-def model_args(cfg):
-    return {"variant": cfg.variant, "conv_ch": list(cfg.conv_ch)}
-
-
-def result_settings(cfg):
-    return {key: getattr(cfg, key) for key in RESULT_KEYS}
+def make_optimizer(model, cfg):
+    """AdamW; the offset/mask predictors get their own group when offset_lr_mult is not 1 (one group
+    otherwise, so runs and checkpoints from before the key existed resume unchanged)."""
+    predictors = {id(p) for p in model.predictor_parameters()}
+    if cfg.offset_lr_mult == 1.0 or not predictors:
+        return torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    groups = [[p for p in model.parameters() if id(p) not in predictors], [p for p in model.parameters() if id(p) in predictors]]
+    return torch.optim.AdamW([{"params": ps, "lr": lr} for ps, lr in zip(groups, group_learning_rates(cfg))], weight_decay=cfg.weight_decay)
 
 
 def resume_state(run, cfg):
@@ -60,44 +60,6 @@ def resume_state(run, cfg):
     if state["epoch"] > cfg.num_epoch or (state["epoch"] == cfg.num_epoch and finished(run, cfg.num_epoch)):
         raise UserError(f"--resume: the run in {run.root} already has {state['epoch']} epochs; raise num_epoch above {state['epoch']} to extend it")
     return state
-
-
-def finished(run, num_epoch):
-    record = run.read_record()
-    return record is not None and record.get("state") == "trained" and record.get("epochs_done") == num_epoch and run.weights.exists()
-
-
-class Record:
-    """Keeps the run's record (runs.py) current: one segment per start or resume of the training."""
-
-    def __init__(self, run, cfg, state, device, backend):
-        self.run, self.cfg = run, cfg
-        old = run.read_record() if state is not None else None
-        self.segments = list(old["segments"]) if old else []
-        if state is not None and not old and state["epoch"] > 0:  # a run begun by a version that kept no record
-            self.segments.append({"epochs": [1, state["epoch"]], "note": "trained before runs kept a record",
-                                  "epoch_seconds": sum(h["train_seconds"] + h["val_seconds"] for h in state["history"])})
-        first = state["epoch"] + 1 if state is not None else 1
-        self.segment = {
-            "started": runs.now(), "epochs": [first, state["epoch"] if state is not None else 0], "wall_seconds": 0.0,
-            "host": runs.describe_host(device, torch.get_num_threads()), "dcn_backend": backend,
-            "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version()},
-        }
-        self.start = time.perf_counter()
-
-    def update(self, epochs_done, trained):
-        self.segment["epochs"][1] = epochs_done
-        self.segment["wall_seconds"] = round(time.perf_counter() - self.start, 1)
-        trained_here = self.segment["epochs"][1] >= self.segment["epochs"][0]
-        self.run.write_record(variant=self.cfg.variant, seed=self.cfg.random_seed, num_epoch=self.cfg.num_epoch,
-                              epochs_done=epochs_done, trained=trained, settings=result_settings(self.cfg),
-                              segments=self.segments + ([self.segment] if trained_here else []))
-
-
-def finish(run, record, cfg, model_state):
-    """The files that keep a finished run: final weights, then the record that says it is done."""
-    save_weights(run.weights, model_args(cfg), model_state, cfg.num_epoch, dataclasses.asdict(cfg))
-    record.update(cfg.num_epoch, trained=True)
 
 
 def train(cfg, resume=False, overwrite=False, resume_command="--resume", on_epoch=None):
@@ -121,14 +83,17 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume", on_epoc
     train_set, val_set = prepare_data(cfg)
 
     model = ConvNet(**model_args(cfg), backend=backend).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg)
     history, start_epoch = [], 1
     if state is not None:
         model.load_state_dict(state["model"])
+        if len(state["optimizer"]["param_groups"]) != len(optimizer.param_groups):
+            raise UserError(f"--resume: {run.last} was trained with a different offset_lr_mult (1.0 and other values use different "
+                            f"optimizer groups); resume with the run's own offset_lr_mult or start a new run")
         optimizer.load_state_dict(state["optimizer"])
         # A resumed run may change these (e.g. a new learning rate); the config wins, as it does for num_epoch.
-        for group in optimizer.param_groups:
-            group["lr"], group["weight_decay"] = cfg.learning_rate, cfg.weight_decay
+        for group, lr in zip(optimizer.param_groups, group_learning_rates(cfg)):
+            group["lr"], group["weight_decay"] = lr, cfg.weight_decay
         torch.set_rng_state(state["torch_rng"])
         history, start_epoch = list(state["history"]), state["epoch"] + 1
     elif overwrite:

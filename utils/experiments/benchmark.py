@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from models.network import ConvNet, count_parameters, make_conv
+from models.network import ConvNet, count_parameters, make_conv, matched_widths
 from models.registry import VARIANTS
 from utils.engine import data as data_mod
 from utils.engine.device import resolve_backend, resolve_device
+from utils.experiments.benchmark_report import render_markdown
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import write_json, write_text
 
@@ -171,7 +172,8 @@ def run_benchmark(cfg):
         except UserError as e:  # e.g. "cpp" on a GPU, or where no C++ compiler is installed: measure the others
             print(f"skipping dcn_backend {backend}: {e}")
     # Plain variants once; deformable ones once per backend. The first row (Conv2d) is the reference.
-    variants = [(v.name, b) for v in VARIANTS.values() for b in (backends if v.deformable else [None])]
+    models = ["Conv2d"] + [m for m in cfg.models if m != "Conv2d"]
+    variants = [(m, b) for m in models for b in (backends if VARIANTS[m].deformable else [None])]
     rows = []
     for variant, backend in variants:
         print(f"measuring {variant}{f' / {backend}' if backend else ''} ...", flush=True)
@@ -195,7 +197,10 @@ def run_benchmark(cfg):
         "warmup": cfg.warmup,
         "repeats": cfg.repeats,
     }
-    result = {"environment": env, "results": rows, "data_pipeline": pipeline}
+    matched = [{"model": m, "parameters": count_parameters(ConvNet(m, cfg.conv_ch)), "target": VARIANTS[m].match_params,
+                "target_parameters": count_parameters(ConvNet(VARIANTS[m].match_params, cfg.conv_ch)),
+                "widths": matched_widths(m, cfg.conv_ch)} for m in models if VARIANTS[m].match_params]
+    result = {"environment": env, "results": rows, "data_pipeline": pipeline, "parameter_matched": matched}
     out = Path(cfg.outdir)
     write_json(out / "benchmark.json", result)
     report = render_markdown(result)
@@ -203,43 +208,3 @@ def run_benchmark(cfg):
     print(report)
     print(f"wrote {out / 'benchmark.json'} and {out / 'benchmark.md'}")
     return result
-
-
-def render_markdown(result):
-    env, rows, pipe = result["environment"], result["results"], result["data_pipeline"]
-    lines = [
-        f"# Benchmark: batch {env['batch_size']}, 32x32 images, conv_ch {env['conv_ch']}",
-        "",
-        f"Device {env['device']} ({env['device_name']}), {env['torch_threads']} torch threads / {env['cpu_count']} CPUs, "
-        f"torch {env['torch']}, torchvision {env['torchvision']}, Python {env['python']}. Median of {env['repeats']} runs "
-        f"after {env['warmup']} warm-up runs; ratios are to Conv2d in this same run. `auto` picks `{env['auto_backend']}` here. "
-        "Layer = the last conv layer alone (with its offset/mask predictors); model = the whole network.",
-        "",
-        "| model | backend | layer fwd ms | layer fwd+bwd ms | model fwd ms | model fwd+bwd ms | train step ms | × Conv2d (step) "
-        "| × Conv2d (layer fwd+bwd) | train img/s | infer img/s | peak MB | params |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['backend']} | {r['layer_forward_ms']:.1f} | {r['layer_forward_backward_ms']:.1f} | "
-            f"{r['model_forward_ms']:.1f} | {r['model_forward_backward_ms']:.1f} | {r['train_step_ms']:.1f} | "
-            f"{r['train_step_vs_conv2d']:.2f} | {r['layer_forward_backward_vs_conv2d']:.2f} | {r['train_images_per_s']:.0f} | "
-            f"{r['inference_images_per_s']:.0f} | {r['peak_memory_mb']:.0f} | {r['parameters']:,} |"
-        )
-    by_key = {(r["model"], r["backend"]): r for r in rows}
-    for name in (v.name for v in VARIANTS.values() if v.deformable):
-        tv = by_key.get((name, "torchvision"))
-        for backend in ("gather", "cpp"):
-            ours = by_key.get((name, backend))
-            if tv and ours:
-                lines.append(
-                    f"\n{name}: `{backend}` is {tv['layer_forward_backward_ms'] / ours['layer_forward_backward_ms']:.1f}x faster than "
-                    f"`torchvision` for the layer (fwd+bwd) and {tv['train_step_ms'] / ours['train_step_ms']:.1f}x for the train step."
-                )
-    lines += [
-        "",
-        f"Data pipeline ({pipe['source']}, Conv2d training, {pipe['batches']} batches): {pipe['data_seconds']:.2f} s producing "
-        f"batches vs {pipe['model_seconds']:.2f} s in the model: {100 * pipe['data_share']:.1f}% of the epoch is outside the model.",
-        "",
-    ]
-    return "\n".join(lines)

@@ -1,9 +1,12 @@
 """The comparison's figures (curves, accuracy, per class) and the sampling-point figure, as PNG."""
+import math
+
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from models.registry import VARIANTS
 from utils.engine.plots import plt, save_figure
+from utils.engine.robustness import CLEAN, TRANSFORMS
 
 
 def _color(name):
@@ -37,19 +40,18 @@ def plot_comparison_curves(runs, path, protocol):
 
 
 def plot_comparison_accuracy(rows, path, protocol):
-    """Test accuracy per model: mean with ± std error bars, every seed as a dot."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    """Test accuracy per model: mean with its 95 % confidence interval, every seed as a dot."""
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.3 * len(rows)), 4.5))
     for i, r in enumerate(rows):
-        color = _color(r["model"])
-        std = 0 if np.isnan(r["test_accuracy_std"]) else r["test_accuracy_std"]
-        ax.bar(i, r["test_accuracy_mean"], yerr=std, color=color, alpha=0.6, capsize=6)
+        ci = 0 if np.isnan(r["test_accuracy_ci95"]) else r["test_accuracy_ci95"]
+        ax.bar(i, r["test_accuracy_mean"], yerr=ci, color=_color(r["model"]), alpha=0.6, capsize=6)
         ax.scatter([i] * len(r["test_accuracies"]), r["test_accuracies"], color="black", s=14, zorder=3)
-        ax.text(i, r["test_accuracy_mean"] + std + 0.005, f"{r['test_accuracy_mean']:.3f}", ha="center", fontsize=9)
+        ax.text(i, r["test_accuracy_mean"] + ci + 0.005, f"{r['test_accuracy_mean']:.3f}", ha="center", fontsize=9)
     accs = [a for r in rows for a in r["test_accuracies"]]
     ax.set_ylim(max(0, min(accs) - 0.08), min(1, max(accs) + 0.05))
-    ax.set_xticks(range(len(rows)), [r["model"] for r in rows])
+    ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=20 if len(rows) > 3 else 0, ha="right" if len(rows) > 3 else "center")
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"Test accuracy, mean ± std over seeds [{protocol}]")
+    ax.set_title(f"Test accuracy, mean ± 95 % CI over seeds [{protocol}]")
     ax.grid(axis="y", alpha=0.3)
     save_figure(fig, path)
 
@@ -89,4 +91,25 @@ def plot_sampling_points(panels, location, path, title, modulated):
     if modulated:
         fig.colorbar(sc, ax=axes[0].tolist(), fraction=0.02, label="mask product along the path")
     fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
+
+
+def plot_robustness(rows, path, protocol):
+    """Test accuracy against the strength of each transform (one panel per family, the clean images at
+    strength 0 / scale 1), one line per variant, error bars = 95 % CI over seeds."""
+    families = list(CLEAN)
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 4), sharey=True)
+    for ax, family in zip(axes, families):
+        points = sorted([(CLEAN[family], "clean")] + [(s, n) for n, (f, s, _) in TRANSFORMS.items() if f == family])
+        for r in (r for r in rows if r["robustness"]):
+            acc = r["robustness"]["accuracy"]
+            ci = [0 if math.isnan(acc[n]["ci95"]) else acc[n]["ci95"] for _, n in points]
+            ax.errorbar([x for x, _ in points], [acc[n]["mean"] for _, n in points], yerr=ci, marker="o", ms=4, capsize=3,
+                        color=_color(r["model"]), label=r["model"])
+        ax.set_xlabel(family)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy")
+    axes[-1].legend(fontsize=7)
+    images = next(r["robustness"]["images"] for r in rows if r["robustness"])
+    fig.suptitle(f"Accuracy on transformed test images ({images:,}), mean ± 95 % CI over seeds [{protocol}]", fontsize=10)
     save_figure(fig, path)

@@ -8,103 +8,35 @@ imports torch: a bad config is refused before torch loads.
 import dataclasses
 import difflib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from models.registry import BACKENDS, VARIANTS, variant_name
+from models.registry import BACKENDS, BASE, VARIANTS, variant_name
+from utils.plumbing.checks import (
+    backend_list,
+    boolean,
+    channel_list,
+    dcn_backend,
+    device,
+    layer_choice,
+    non_negative_float,
+    non_negative_int,
+    open_fraction,
+    optional_of,
+    optional_robustness_images,
+    optional_subset,
+    positive_float,
+    positive_int,
+    seed_list,
+    text,
+    variant,
+    variant_list,
+)
 from utils.plumbing.errors import UserError
 
-DCN_BACKENDS = ("auto",) + BACKENDS
 # Keys older configs used, and the key that replaced each: accepted and mapped at parsing.
 RENAMED = {"model_type": "variant"}
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)  # JSON true must not pass as 1
-
-
-def _is_number(v):
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-
-# Each check returns None when the value is fine, else the phrase "must be ..." used in the message.
-def positive_int(v):
-    return None if _is_int(v) and v >= 1 else "must be a whole number >= 1"
-
-
-def non_negative_int(v):
-    return None if _is_int(v) and v >= 0 else "must be a whole number >= 0"
-
-
-def positive_float(v):
-    return None if _is_number(v) and v > 0 else "must be a number > 0"
-
-
-def non_negative_float(v):
-    return None if _is_number(v) and v >= 0 else "must be a number >= 0"
-
-
-def open_fraction(v):
-    return None if _is_number(v) and 0 < v < 1 else "must be a number strictly between 0 and 1"
-
-
-def text(v):
-    return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
-
-
-def boolean(v):
-    return None if isinstance(v, bool) else "must be true or false"
-
-
-def variant(v):
-    try:
-        variant_name(v)
-    except ValueError as e:
-        return f"must name a model variant ({str(e).split('; ', 1)[1]})"
-    return None
-
-
-def channel_list(v):
-    ok = isinstance(v, list) and len(v) >= 1 and all(_is_int(c) and c >= 1 for c in v)
-    return None if ok else "must be a non-empty list of whole numbers >= 1, e.g. [64, 128]"
-
-
-def device(v):
-    ok = isinstance(v, str) and (v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()))
-    return None if ok else 'must be "auto", "cpu", "cuda" or "cuda:N"'
-
-
-def dcn_backend(v):
-    return None if v in DCN_BACKENDS else "must be one of " + ", ".join(f'"{b}"' for b in DCN_BACKENDS)
-
-
-def optional_subset(v):
-    return None if v is None or (_is_int(v) and v >= 20) else "must be null (all images) or a whole number >= 20"
-
-
-def backend_list(v):
-    ok = isinstance(v, list) and len(v) >= 1 and all(b in BACKENDS for b in v)
-    return None if ok else "must be a non-empty list of " + ", ".join(f'"{b}"' for b in BACKENDS)
-
-
-def seed_list(v):
-    ok = isinstance(v, list) and len(v) >= 1 and all(_is_int(x) and x >= 0 for x in v) and len(set(v)) == len(v)
-    return None if ok else "must be a non-empty list of distinct whole numbers >= 0, e.g. [0, 1, 2]"
-
-
-def variant_list(v):
-    if not isinstance(v, list) or not v:
-        return "must be a non-empty list of model variants, e.g. [\"Conv2d\", \"DeformConv2dv2\"]"
-    problem = next((variant(x) for x in v if variant(x)), None)
-    if problem:
-        return problem
-    return None if len({variant_name(x) for x in v}) == len(v) else "must not name a variant twice"
-
-
-def optional_of(check_fn):
-    return lambda v: None if v is None else check_fn(v)
 
 
 # A field's metadata: `check` validates the JSON value, `convert` (optional) turns it into the field's value
@@ -133,6 +65,19 @@ class TrainingKeys:
     download: bool = default(boolean, True)
     device: str = default(device, "auto")
     dcn_backend: str = default(dcn_backend, "auto")
+    # Ablations: which conv blocks of a deformable variant are deformable (null: the variant's own choice),
+    # and the learning-rate multiplier of the offset/mask predictors.
+    deformable_layers: object = default(layer_choice, None)
+    offset_lr_mult: float = default(non_negative_float, 1.0)
+
+    def layer_problem(self, variants):
+        """The rules between keys for deformable_layers; the problem, or None."""
+        layers = self.deformable_layers
+        if isinstance(layers, list) and max(layers) > len(self.conv_ch):
+            return f'"deformable_layers" {layers} names a block beyond the {len(self.conv_ch)} conv blocks of conv_ch {self.conv_ch}'
+        if layers is not None and not any(VARIANTS[v].deformable for v in variants):
+            return f'"deformable_layers" is set but {", ".join(variants)} has no deformable layers; remove it or pick a deformable variant'
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,6 +86,9 @@ class TrainConfig(TrainingKeys):
     variant: str = required(variant, convert=variant_name)  # train_<Model>.py supplies its own
     random_seed: int = default(non_negative_int, 0)
     save_epoch_freq: int = default(positive_int, 10)  # a full checkpoint every N epochs (and after the last)
+
+    def problem(self):
+        return self.layer_problem([self.variant])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +103,8 @@ class TestConfig:
     download: bool = default(boolean, True)
     device: str = default(device, "auto")
     dcn_backend: str = default(dcn_backend, "auto")
+    robustness: bool = default(boolean, True)  # also test on rotated, scaled and shifted copies of the test images
+    robustness_images: Optional[int] = default(optional_robustness_images, None)  # null: all 10,000; else a stratified subset
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,10 +112,15 @@ class CompareConfig(TrainingKeys):
     protocol: str = required(text)  # a label written on every table and figure, e.g. "cpu-quick" or "full"
     outdir: str = required(text)
     seeds: list = default(seed_list, [0, 1, 2])
-    # Default: the three models of the question (a variant's own script is its name); controls are opt-in.
-    models: list = default(variant_list, [v.name for v in VARIANTS.values() if v.script == v.name], convert=lambda v: [variant_name(x) for x in v])
+    # Default: the three models of the question; the controls are opt-in.
+    models: list = default(variant_list, list(BASE), convert=lambda v: [variant_name(x) for x in v])
     eval_batch_size: int = default(positive_int, 500)
+    robustness: bool = default(boolean, True)
+    robustness_images: Optional[int] = default(optional_robustness_images, None)
     aggregate_only: bool = default(boolean, False)  # only summarise the runs already in outdir
+
+    def problem(self):  # deformable_layers applies to the deformable models of the protocol
+        return self.layer_problem(self.models)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,6 +132,7 @@ class BenchmarkConfig:
     repeats: int = default(positive_int, 5)
     device: str = default(device, "auto")
     backends: list = default(backend_list, list(BACKENDS))
+    models: list = default(variant_list, list(BASE), convert=lambda v: [variant_name(x) for x in v])
     # Real images for the data-pipeline share (random images are used when these are missing).
     data_dir: str = default(text, "./data")
     download: bool = default(boolean, False)
@@ -229,7 +185,11 @@ def parse_config(raw, cls, source="config", overrides=None, defaults=None):
             raise UserError(f'{where}: "{key}" {problem}, got {json.dumps(merged[name])}')
         value = f.metadata["convert"](merged[name]) if f.metadata["convert"] else merged[name]
         values[name] = float(value) if f.type is float else value
-    return cls(**values)
+    cfg = cls(**values)
+    problem = cfg.problem() if hasattr(cfg, "problem") else None
+    if problem:
+        raise UserError(f"{source}: {problem}")
+    return cfg
 
 
 def read_json(path):

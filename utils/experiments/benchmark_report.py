@@ -1,0 +1,47 @@
+"""The benchmark's Markdown report (result/benchmark.md): the measured table, the speed-ups over
+torchvision's op, the parameter-matched control's count and the data pipeline's share."""
+from models.registry import VARIANTS
+
+
+def render_markdown(result):
+    env, rows, pipe = result["environment"], result["results"], result["data_pipeline"]
+    matched = result.get("parameter_matched", [])
+    lines = [
+        f"# Benchmark: batch {env['batch_size']}, 32x32 images, conv_ch {env['conv_ch']}",
+        "",
+        f"Device {env['device']} ({env['device_name']}), {env['torch_threads']} torch threads / {env['cpu_count']} CPUs, "
+        f"torch {env['torch']}, torchvision {env['torchvision']}, Python {env['python']}. Median of {env['repeats']} runs "
+        f"after {env['warmup']} warm-up runs; ratios are to Conv2d in this same run. `auto` picks `{env['auto_backend']}` here. "
+        "Layer = the last conv layer alone (with its offset/mask predictors); model = the whole network.",
+        "",
+        "| model | backend | layer fwd ms | layer fwd+bwd ms | model fwd ms | model fwd+bwd ms | train step ms | × Conv2d (step) "
+        "| × Conv2d (layer fwd+bwd) | train img/s | infer img/s | peak MB | params |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['backend']} | {r['layer_forward_ms']:.1f} | {r['layer_forward_backward_ms']:.1f} | "
+            f"{r['model_forward_ms']:.1f} | {r['model_forward_backward_ms']:.1f} | {r['train_step_ms']:.1f} | "
+            f"{r['train_step_vs_conv2d']:.2f} | {r['layer_forward_backward_vs_conv2d']:.2f} | {r['train_images_per_s']:.0f} | "
+            f"{r['inference_images_per_s']:.0f} | {r['peak_memory_mb']:.0f} | {r['parameters']:,} |"
+        )
+    by_key = {(r["model"], r["backend"]): r for r in rows}
+    for name in (v.name for v in VARIANTS.values() if v.deformable):
+        tv = by_key.get((name, "torchvision"))
+        for backend in ("gather", "cpp"):
+            ours = by_key.get((name, backend))
+            if tv and ours:
+                lines.append(
+                    f"\n{name}: `{backend}` is {tv['layer_forward_backward_ms'] / ours['layer_forward_backward_ms']:.1f}x faster than "
+                    f"`torchvision` for the layer (fwd+bwd) and {tv['train_step_ms'] / ours['train_step_ms']:.1f}x for the train step."
+                )
+    for m in matched:
+        lines.append(f"\n{m['model']}: widths {m['widths']} (conv_ch {env['conv_ch']} scaled by one factor), {m['parameters']:,} parameters = "
+                     f"{100 * m['parameters'] / m['target_parameters']:.1f}% of {m['target']}'s {m['target_parameters']:,}.")
+    lines += [
+        "",
+        f"Data pipeline ({pipe['source']}, Conv2d training, {pipe['batches']} batches): {pipe['data_seconds']:.2f} s producing "
+        f"batches vs {pipe['model_seconds']:.2f} s in the model: {100 * pipe['data_share']:.1f}% of the epoch is outside the model.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""A comparison's numbers: per variant the test accuracy over seeds (mean, std, 95 % CI), the robustness
+to transformed test images, and every pair of variants tested against each other; then as Markdown."""
+import math
+from itertools import combinations
+
+import numpy as np
+
+from utils.engine.data import CLASSES
+from utils.engine.robustness import TRANSFORMS
+from utils.experiments.stats import ALPHA, holm, mean_ci, paired, welch
+
+
+def _robustness(rs):
+    """name -> {mean, ci95, values} per transform, when every run of the variant measured the same images."""
+    reports = [r["metrics"].get("robustness") for r in rs]
+    if not all(reports) or len({tuple(sorted(rep["checksums"].items())) for rep in reports}) != 1:
+        return None
+    out = {}
+    for name in ["clean", *TRANSFORMS]:
+        values = [rep["accuracy"][name] for rep in reports]
+        mean, ci = mean_ci(values)
+        out[name] = {"mean": mean, "ci95": ci, "values": values}
+    return {"images": reports[0]["images"], "accuracy": out}
+
+
+def summarize(runs):
+    """runs: {variant: [{"seed", "history", "metrics"}, ...]} -> (rows, pairs)."""
+    rows = []
+    for name, rs in runs.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        acc = [r["metrics"]["accuracy"] for r in rs]
+        mean, ci = mean_ci(acc)
+        rows.append({
+            "model": name, "seeds": len(rs), "seed_list": [r["seed"] for r in rs], "epochs": len(rs[0]["history"]),
+            "test_accuracy_mean": mean, "test_accuracy_std": float(np.std(acc, ddof=1)) if len(acc) > 1 else float("nan"),
+            "test_accuracy_ci95": ci, "test_accuracies": acc,
+            "best_val_accuracy_mean": float(np.mean([max(h["val_accuracy"] for h in r["history"]) for r in rs])),
+            "parameters": rs[0]["metrics"]["parameters"],
+            # The median, not the mean: an epoch slowed by other work on the machine does not move it.
+            "train_seconds_per_epoch": float(np.median([h["train_seconds"] for r in rs for h in r["history"]])),
+            "inference_images_per_s": float(np.mean([r["metrics"]["images_per_second"] for r in rs])),
+            "per_class_accuracy": {c: float(np.mean([r["metrics"]["per_class_accuracy"][c] for r in rs])) for c in CLASSES},
+            "robustness": _robustness(rs),
+        })
+    pairs = []
+    for a, b in combinations(rows, 2):
+        common = sorted(set(a["seed_list"]) & set(b["seed_list"]))
+        pa = [a["test_accuracies"][a["seed_list"].index(s)] for s in common]
+        pb = [b["test_accuracies"][b["seed_list"].index(s)] for s in common]
+        pairs.append({"a": a["model"], "b": b["model"], "difference": a["test_accuracy_mean"] - b["test_accuracy_mean"],
+                      "paired_seeds": len(common), "p_paired": paired(pa, pb), "p_welch": welch(a["test_accuracies"], b["test_accuracies"])})
+    for pair, adjusted in zip(pairs, holm([p["p_paired"] for p in pairs])):
+        pair["p_paired_holm"] = adjusted
+        pair["significant"] = bool(adjusted < ALPHA) if not math.isnan(adjusted) else False
+    return rows, pairs
+
+
+def _fmt(value, spec):
+    return "n/a" if isinstance(value, float) and math.isnan(value) else format(value, spec)
+
+
+def render(cfg, rows, pairs, environment):
+    data = "all 50,000" if cfg.train_subset is None else f"a stratified subset of {cfg.train_subset:,}"
+    ablation = "".join([f", deformable_layers {cfg.deformable_layers}" if cfg.deformable_layers is not None else "",
+                        f", offset_lr_mult {cfg.offset_lr_mult}" if cfg.offset_lr_mult != 1.0 else ""])
+    lines = [
+        f"# Comparison, protocol `{cfg.protocol}`", "",
+        f"{cfg.num_epoch} epochs, {data} training images ({1 - cfg.test_size:.0%} train / {cfg.test_size:.0%} validation), batch "
+        f"{cfg.batch_size}, AdamW lr {cfg.learning_rate} wd {cfg.weight_decay}, conv_ch {list(cfg.conv_ch)}{ablation}, seeds {list(cfg.seeds)}; "
+        f"test accuracy on the 10,000 official test images. {environment}", "",
+        "| model | test accuracy (mean ± std) | 95 % CI | per seed | best val acc | parameters | train s/epoch (median) | inference img/s | epochs |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {_fmt(r['test_accuracy_mean'], '.4f')} ± {_fmt(r['test_accuracy_std'], '.4f')} | "
+            f"± {_fmt(r['test_accuracy_ci95'], '.4f')} | {', '.join(f'{a:.4f}' for a in r['test_accuracies'])} | "
+            f"{r['best_val_accuracy_mean']:.4f} | {r['parameters']:,} | {r['train_seconds_per_epoch']:.1f} | "
+            f"{r['inference_images_per_s']:.0f} | {r['epochs']} |")
+    lines += ["", f"Is a difference larger than the seed-to-seed spread? Two-sided paired t-test on the per-seed test accuracies "
+              f"(a seed fixes the split and the batch order, shared by every variant), Holm-corrected over the {len(pairs)} pairs, "
+              f"α = {ALPHA}; Welch's unpaired test for reference. With {len(cfg.seeds)} seeds only large differences are detectable.", "",
+              "| A − B | difference | seeds paired | p (paired) | p (paired, Holm) | p (Welch) | larger than the spread? |",
+              "|---|---|---|---|---|---|---|"]
+    for p in pairs:
+        lines.append(f"| {p['a']} − {p['b']} | {p['difference']:+.4f} | {p['paired_seeds']} | {_fmt(p['p_paired'], '.3f')} | "
+                     f"{_fmt(p['p_paired_holm'], '.3f')} | {_fmt(p['p_welch'], '.3f')} | {'yes' if p['significant'] else 'no'} |")
+    robust = [r for r in rows if r["robustness"]]
+    if robust:
+        names = ["clean", *TRANSFORMS]
+        lines += ["", f"Geometric robustness: test accuracy (mean ± 95 % CI over seeds) on transformed copies of "
+                  f"{robust[0]['robustness']['images']:,} test images (the same bytes for every run; no augmentation in training).", "",
+                  "| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for r in robust:
+            cells = [f"{r['robustness']['accuracy'][n]['mean']:.3f} ± {_fmt(r['robustness']['accuracy'][n]['ci95'], '.3f')}" for n in names]
+            lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,46 @@
+"""The statistics of a comparison over seeds: t-based 95 % confidence intervals, paired and Welch t-tests,
+and Holm's correction for testing every pair at once."""
+import math
+
+import numpy as np
+from scipy import stats
+
+ALPHA = 0.05
+
+
+def mean_ci(values, level=0.95):
+    """(mean, half-width of the t-based confidence interval); the half-width is nan for fewer than 2 values."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float(values.mean()) if len(values) else float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return float(values.mean()), float(half)
+
+
+def paired(a, b):
+    """Two-sided paired t-test on per-seed values a[i], b[i] (same seed = same split and batch order)."""
+    if len(a) < 2:
+        return float("nan")
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if diff.std() == 0:  # every seed moved by the same amount (scipy would answer nan)
+        return 0.0 if diff.mean() != 0 else 1.0
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
+def welch(a, b):
+    """Welch's two-sample t-test (unequal variances), unpaired; nan when undefined."""
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    if np.std(a) == 0 and np.std(b) == 0:
+        return 0.0 if np.mean(a) != np.mean(b) else 1.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def holm(p_values):
+    """Holm's step-down adjustment of a family of p-values (nan stays nan, and does not count)."""
+    order = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted, running = [float("nan")] * len(p_values), 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        adjusted[i] = running
+    return adjusted
