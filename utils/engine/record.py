@@ -25,11 +25,6 @@ def result_settings(cfg):
     return {key: getattr(cfg, key) for key in RESULT_KEYS}
 
 
-def finished(run, num_epoch):
-    record = run.read_record()
-    return record is not None and record.get("state") == "trained" and record.get("epochs_done") == num_epoch and run.weights.exists()
-
-
 class Record:
     """Keeps the run's record (runs.py) current: one segment per start or resume of the training."""
 

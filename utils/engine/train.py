@@ -16,10 +16,10 @@ from utils.engine.checkpoint import check_model_args, load_checkpoint, save_chec
 from utils.engine.device import backend_note, resolve_backend, resolve_device
 from utils.engine.evaluate import evaluate
 from utils.engine.plots import plot_loss
-from utils.engine.record import Record, finish, finished, model_args
+from utils.engine.record import Record, finish, model_args
 from utils.plumbing.errors import Interrupted, UserError
 from utils.plumbing.files import write_csv, write_json
-from utils.plumbing.runs import RunLayout
+from utils.plumbing.runs import RunLayout, run_status
 
 
 def seed_everything(seed):
@@ -57,7 +57,7 @@ def resume_state(run, cfg):
         raise UserError(f"--resume: no resumable checkpoint at {run.last}{hint}; start the run without --resume")
     state = load_checkpoint(run.last)
     check_model_args(state, run.last, model_args(cfg), "the config (--resume continues a run with the config it was started with)")
-    if state["epoch"] > cfg.num_epoch or (state["epoch"] == cfg.num_epoch and finished(run, cfg.num_epoch)):
+    if state["epoch"] > cfg.num_epoch or (state["epoch"] == cfg.num_epoch and run_status(run, cfg.num_epoch).state == "done"):
         raise UserError(f"--resume: the run in {run.root} already has {state['epoch']} epochs; raise num_epoch above {state['epoch']} to extend it")
     return state
 
