@@ -17,25 +17,28 @@ def _color(name):
 
 def plot_comparison_curves(runs, path, protocol):
     """Per epoch, mean over seeds with a min..max band: loss (training solid, validation dashed) on the
-    left, validation accuracy on the right. Only runs with the full number of epochs are drawn."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
+    left, validation accuracy on the right; one colour per variant, one legend below both panels. Only
+    runs with the full number of epochs are drawn."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.8))
+    handles = []
     for name, rs in runs.items():
         epochs = [h["epoch"] for h in max((r["history"] for r in rs), key=len)]
-        panels = (("train_loss", "-", ax_loss, "train"), ("val_loss", "--", ax_loss, "val"), ("val_accuracy", "-", ax_acc, None))
-        for key, style, ax, label in panels:
+        for key, style, ax in (("train_loss", "-", ax_loss), ("val_loss", "--", ax_loss), ("val_accuracy", "-", ax_acc)):
             curves = np.array([[h[key] for h in r["history"]] for r in rs if len(r["history"]) == len(epochs)])
-            seeds = len(curves)
-            ax.plot(epochs, curves.mean(0), style, color=_color(name), marker="o", ms=3,
-                    label=f"{name} {label}" if label else f"{name} ({seeds} seed{'s' * (seeds != 1)})")
-            if seeds > 1:
-                ax.fill_between(epochs, curves.min(0), curves.max(0), color=_color(name), alpha=0.15)
-    for ax, ylabel, title in ((ax_loss, "cross-entropy loss", "Loss"), (ax_acc, "validation accuracy", "Validation accuracy")):
+            (line,) = ax.plot(epochs, curves.mean(0), style, color=_color(name), marker="o", ms=3)
+            if len(curves) > 1:
+                ax.fill_between(epochs, curves.min(0), curves.max(0), color=_color(name), alpha=0.1)
+        line.set_label(f"{name} ({len(curves)} seed{'s' * (len(curves) != 1)})")  # its accuracy line names it in the legend
+        handles.append(line)
+    handles += [plt.Line2D([], [], color="black", ls="-", label="loss: training"), plt.Line2D([], [], color="black", ls="--", label="loss: validation")]
+    for ax, ylabel in ((ax_loss, "cross-entropy loss"), (ax_acc, "validation accuracy")):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{title} per epoch, mean over seeds (band: min-max) [{protocol}]", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, ncol=2 if ax is ax_loss else 1)
+    fig.suptitle(f"Loss and validation accuracy per epoch, mean over seeds (band: min-max) [{protocol}]", fontsize=11)
+    fig.legend(handles=handles, loc="lower center", ncol=min(5, len(handles)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(handles) - 1) // 5), 1, 1))
     save_figure(fig, path)
 
 
