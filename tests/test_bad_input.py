@@ -82,6 +82,7 @@ def test_unknown_key_suggests_the_closest(tmp_path, capsys):
         ("dcn_backend", "fast", 'must be one of "auto", "torchvision", "gather", "cpp", got "fast"'),
         ("train_subset", 5, "must be null (all images) or a whole number >= 20, got 5"),
         ("outdir", "", 'must be a non-empty string, got ""'),
+        ("compile", 1, "must be true or false, got 1"),
     ],
 )
 def test_wrong_type_or_range(tmp_path, capsys, key, value, expected):
@@ -124,6 +125,15 @@ def test_deformable_layers_must_fit_the_model(tmp_path, capsys, variant, layers,
 def test_robustness_options_are_checked(tmp_path, capsys, key, value, message):
     path = write_config(tmp_path / "c.json", make_test_config(tmp_path, **{key: value}))
     check_refused(tmp_path, capsys, "test", "Conv2d", path, f'error: {path}: "{key}" {message}\n')
+
+
+def test_benchmark_compile_needs_warm_up_runs(tmp_path):
+    from utils.plumbing.config import BenchmarkConfig, parse_config
+    from utils.plumbing.errors import UserError
+
+    with pytest.raises(UserError, match='"compile" needs "warmup" >= 2 .* got warmup 1; raise it or set compile false'):
+        parse_config({"warmup": 1}, BenchmarkConfig)
+    assert parse_config({"warmup": 1, "compile": False}, BenchmarkConfig).warmup == 1
 
 
 def test_variant_disagrees_with_the_script(tmp_path, capsys):

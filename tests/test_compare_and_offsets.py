@@ -125,7 +125,7 @@ def test_benchmark_writes_its_report(tmp_path, cpp_kernel):
     from utils.experiments.benchmark import run_benchmark
 
     cfg = parse_config({"outdir": str(tmp_path), "batch_size": 2, "conv_ch": [4, 8], "warmup": 0, "repeats": 1, "device": "cpu",
-                        "data_dir": str(tmp_path / "none"), "data_batches": 2,
+                        "compile": False, "data_dir": str(tmp_path / "none"), "data_batches": 2,
                         "models": ["DeformConv2d", "DeformConv2dv2", "Conv2d-params"]}, BenchmarkConfig)
     result = run_benchmark(cfg)
     rows = result["results"]
@@ -142,12 +142,25 @@ def test_benchmark_writes_its_report(tmp_path, cpp_kernel):
 
 
 @pytest.mark.slow
+def test_benchmark_adds_compiled_rows(tmp_path, cpp_kernel):
+    from utils.experiments.benchmark import run_benchmark
+
+    cfg = parse_config({"outdir": str(tmp_path), "batch_size": 2, "conv_ch": [4], "warmup": 2, "repeats": 1, "device": "cpu",
+                        "backends": ["cpp"], "models": ["DeformConv2dv2"], "data_dir": str(tmp_path / "none"), "data_batches": 1}, BenchmarkConfig)
+    rows = run_benchmark(cfg)["results"]
+    assert [(r["model"], r["backend"], r["compiled"]) for r in rows] == [("Conv2d", "-", False), ("DeformConv2dv2", "cpp", False),
+                                                                        ("Conv2d", "-", True), ("DeformConv2dv2", "cpp", True)]
+    assert all(r["train_step_ms"] > 0 for r in rows) and rows[0]["train_step_vs_conv2d"] == 1.0
+    assert "| DeformConv2dv2 | cpp, compiled |" in (tmp_path / "benchmark.md").read_text()
+
+
+@pytest.mark.slow
 def test_benchmark_skips_a_backend_it_cannot_run(tmp_path, monkeypatch, capsys):
     from utils.experiments.benchmark import run_benchmark
 
     monkeypatch.setattr(cpp, "_state", {"error": "no compiler"})
     cfg = parse_config({"outdir": str(tmp_path), "batch_size": 2, "conv_ch": [4], "warmup": 0, "repeats": 1, "device": "cpu",
-                        "backends": ["gather", "cpp"], "data_dir": str(tmp_path / "none"), "data_batches": 1}, BenchmarkConfig)
+                        "backends": ["gather", "cpp"], "compile": False, "data_dir": str(tmp_path / "none"), "data_batches": 1}, BenchmarkConfig)
     rows = run_benchmark(cfg)["results"]
     assert [(r["model"], r["backend"]) for r in rows] == [("Conv2d", "-"), ("DeformConv2d", "gather"), ("DeformConv2dv2", "gather")]
     assert 'skipping dcn_backend cpp: "dcn_backend": "cpp" could not be built here (no compiler)' in capsys.readouterr().out

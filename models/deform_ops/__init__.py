@@ -8,10 +8,11 @@ All three compute the same function (tests/test_deform_ops.py checks values and 
 torchvision). On CPU "cpp" is fastest, then "gather"; both beat torchvision's CPU kernel by an order of
 magnitude (README, benchmark.py).
 """
+import torch
 import torchvision
 
-from models.deform_ops.arguments import NonFiniteArgument, check_arguments
-from models.deform_ops.cpp import FusedDeformConv
+from models.deform_ops.arguments import NonFiniteArgument, check_arguments, check_finite
+from models.deform_ops.cpp import fused_deform_conv2d
 from models.deform_ops.gather import deform_conv2d_gather
 from models.registry import BACKENDS
 
@@ -35,8 +36,10 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
         # Nothing to compute; zero-size sums keep every argument in the graph, so each gets a zero gradient.
         linked = sum(t.sum() for t in (input, offset, weight, bias, mask) if t is not None) * 0
         return input.new_zeros(input.shape[0], weight.shape[0], ho, wo) + linked
+    if backend == "cpp":
+        # Channels-last memory for the kernel, made here where autograd sees it (see cpp.py), not inside the op.
+        return fused_deform_conv2d(input.contiguous(memory_format=torch.channels_last), offset, mask, weight, bias, stride, padding, dilation)
+    check_finite(offset, mask)
     if backend == "torchvision":
         return torchvision.ops.deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
-    if backend == "gather":
-        return deform_conv2d_gather(input, offset, weight, bias, stride, padding, dilation, mask)
-    return FusedDeformConv.apply(input, offset, mask, weight, bias, stride, padding, dilation)
+    return deform_conv2d_gather(input, offset, weight, bias, stride, padding, dilation, mask)

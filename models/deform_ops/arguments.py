@@ -95,12 +95,20 @@ def check_arguments(input, offset, weight, bias, stride, padding, dilation, mask
     if mask is not None and _shape(mask) != [n, offset_groups * taps, ho, wo]:
         raise ValueError(f"deform_conv2d: mask has shape {_shape(mask)}; it must be [{n}, {offset_groups * taps}, {ho}, {wo}] "
                          f"(batch, offset_groups * kh * kw, output height, output width)")
+    return (sh, sw), (ph, pw), (dh, dw), (ho, wo)
+
+
+def check_finite(offset, mask):
+    """Raise NonFiniteArgument if offset or mask holds NaN or infinity. Kept apart from check_arguments because it
+    reads the data: the cpp operator runs it inside itself, where a compiled graph does not see it; in a compiled
+    graph of another backend it is an assertion (a RuntimeError with the same words)."""
     for name, t in (("offset", offset), ("mask", mask)):
-        if t is not None and t.numel() and not bool(torch.isfinite(t).all()):
+        if t is not None and torch.compiler.is_compiling():  # a compiled graph cannot branch on data: assert instead
+            torch._assert_async(torch.isfinite(t).all(), f"deform_conv2d: {name} holds NaN or infinite values; they must be finite")
+        elif t is not None and t.numel() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
             raise NonFiniteArgument(f"deform_conv2d: {name} holds {bad} NaN or infinite value(s) (shape {_shape(t)}); "
                                     f"sampling positions and masks must be finite")
-    return (sh, sw), (ph, pw), (dh, dw), (ho, wo)
 
 
 def refuse_second_order(backend):

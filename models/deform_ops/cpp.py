@@ -9,10 +9,12 @@ When it cannot be built (no compiler, say), `kernel()` returns None, `build_erro
 """
 import threading
 from pathlib import Path
+from typing import List, Optional, Sequence
 
 import torch
+from torch import Tensor
 
-from models.deform_ops.arguments import refuse_second_order
+from models.deform_ops.arguments import check_finite, refuse_second_order
 
 SOURCE = Path(__file__).with_name("csrc") / "deform_conv_cpu.cpp"
 _state = {}  # "module" or "error", filled by the first kernel() call of the process
@@ -50,29 +52,77 @@ def build_error():
     return _state.get("error")
 
 
-class FusedDeformConv(torch.autograd.Function):
-    """Autograd wrapper: input NCHW, offset/mask in torchvision's layout, weight [O, C/groups, kh, kw]."""
+# The kernel as a real PyTorch operator (torch.library): torch.compile traces through it with no graph break
+# (the fake implementations below give output shapes without running it), torch.export keeps it as one node
+# `dcn::deform_conv2d` (which export_onnx turns into ONNX DeformConv), and autograd is registered with it.
+# The input arrives NCHW-shaped; the kernel reads it channels-last, where each bilinear corner is one
+# contiguous channel vector. The caller (deform_conv2d) passes it in channels-last memory already, so the
+# permutes below are free views, and backward does not pay for a second copy.
 
-    @staticmethod
-    def forward(ctx, input, offset, mask, weight, bias, stride, padding, dilation):
-        # The kernel reads channels-last: each bilinear corner is then one contiguous channel vector.
-        input_cl = input.permute(0, 2, 3, 1).contiguous()
-        offset, weight = offset.contiguous(), weight.contiguous()
-        mask = mask.contiguous() if mask is not None else None
-        bias = bias.contiguous() if bias is not None else None
-        out = kernel().forward(input_cl, offset, mask, weight, bias, *stride, *padding, *dilation)
-        ctx.save_for_backward(input_cl, offset, mask, weight)
-        ctx.geometry = (*stride, *padding, *dilation)
-        ctx.has_bias = bias is not None
-        return out
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        refuse_second_order("cpp")
-        input_cl, offset, mask, weight = ctx.saved_tensors
-        need_input = ctx.needs_input_grad[0]  # False for the first layer: the images need no gradient
-        g_in, g_off, g_mask, g_w = kernel().backward(grad_out.contiguous(), input_cl, offset, mask, weight, *ctx.geometry, need_input)
-        # Back to contiguous NCHW: BatchNorm's backward on a channels-last view was measured 4x slower.
-        g_in = g_in.permute(0, 3, 1, 2).contiguous() if need_input else None
-        g_bias = grad_out.sum((0, 2, 3)) if ctx.has_bias else None
-        return g_in, g_off, g_mask, g_w, g_bias, None, None, None
+def _nhwc(input):
+    return input.permute(0, 2, 3, 1).contiguous()
+
+
+def _contiguous(t):
+    return t.contiguous() if t is not None else None
+
+
+def _loaded_kernel():
+    module = kernel()
+    if module is None:
+        raise RuntimeError(f"deform_conv2d: the cpp backend's kernel could not be built on this machine ({build_error()}); "
+                           "use backend 'gather'")
+    return module
+
+
+@torch.library.custom_op("dcn::deform_conv2d", mutates_args=())
+def fused_deform_conv2d(input: Tensor, offset: Tensor, mask: Optional[Tensor], weight: Tensor, bias: Optional[Tensor],
+                        stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]) -> Tensor:
+    """deform_conv2d by the fused kernel: input [N, C, H, W], offset/mask in torchvision's layout."""
+    check_finite(offset, mask)  # here, not in the caller: a data-dependent check would break a compiled graph
+    return _loaded_kernel().forward(_nhwc(input), offset.contiguous(), _contiguous(mask), weight.contiguous(), _contiguous(bias),
+                                    *stride, *padding, *dilation)
+
+
+@fused_deform_conv2d.register_fake
+def _(input, offset, mask, weight, bias, stride, padding, dilation):
+    return input.new_empty(offset.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
+
+
+@torch.library.custom_op("dcn::deform_conv2d_backward", mutates_args=())
+def fused_deform_conv2d_backward(grad_out: Tensor, input: Tensor, offset: Tensor, mask: Optional[Tensor], weight: Tensor,
+                                 stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                                 need_input: bool) -> List[Tensor]:
+    """[grad input (NCHW, contiguous), grad offset, grad mask, grad weight]; a gradient not asked for (the input's
+    when need_input is False, the mask's without a mask) is an empty tensor, as an operator cannot return None."""
+    g_in, g_off, g_mask, g_w = _loaded_kernel().backward(grad_out.contiguous(), _nhwc(input), offset.contiguous(), _contiguous(mask),
+                                                          weight.contiguous(), *stride, *padding, *dilation, need_input)
+    # Contiguous NCHW: BatchNorm's backward on a channels-last gradient was measured 4x slower.
+    g_in = g_in.permute(0, 3, 1, 2).contiguous() if need_input else input.new_empty(0)
+    return [g_in, g_off, g_mask if mask is not None else offset.new_empty(0), g_w]
+
+
+@fused_deform_conv2d_backward.register_fake
+def _(grad_out, input, offset, mask, weight, stride, padding, dilation, need_input):
+    return [torch.empty_like(input, memory_format=torch.contiguous_format) if need_input else input.new_empty(0),
+            torch.empty_like(offset), torch.empty_like(mask) if mask is not None else offset.new_empty(0), torch.empty_like(weight)]
+
+
+def _setup_context(ctx, inputs, output):
+    input, offset, mask, weight, bias, stride, padding, dilation = inputs
+    ctx.save_for_backward(input, offset, mask, weight)
+    ctx.geometry = (stride, padding, dilation)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad_out):
+    refuse_second_order("cpp")
+    input, offset, mask, weight = ctx.saved_tensors
+    need_input = ctx.needs_input_grad[0]  # False for the first layer: the images need no gradient
+    g_in, g_off, g_mask, g_w = fused_deform_conv2d_backward(grad_out, input, offset, mask, weight, *ctx.geometry, need_input)
+    g_bias = grad_out.sum((0, 2, 3)) if ctx.has_bias else None
+    return g_in if need_input else None, g_off, g_mask if mask is not None else None, g_w, g_bias, None, None, None
+
+
+fused_deform_conv2d.register_autograd(_backward, setup_context=_setup_context)

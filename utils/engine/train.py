@@ -109,6 +109,9 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume", on_epoc
         f"training {name} ({count_parameters(model):,} parameters) on {len(train_set):,} images, validating on "
         f"{len(val_set):,}; {device}{backend_note(backend)}, epochs {start_epoch}..{cfg.num_epoch}, writing {run.root}"
     )
+    # Compiled: the same parameters (checkpoints hold `model`'s), run as a compiled graph. The first epoch pays
+    # the compilation (tens of seconds; once more for the smaller last batch and for evaluation mode).
+    runner = torch.compile(model) if cfg.compile else model
     record = Record(run, cfg, state, device, backend)
     if state is None:
         save_checkpoint(run.last, model, optimizer, 0, history, config_dict)  # so even a Ctrl-C in epoch 1 can resume
@@ -116,8 +119,8 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume", on_epoc
 
     for epoch in range(start_epoch, cfg.num_epoch + 1):
         try:
-            train_loss, seconds = train_one_epoch(model, optimizer, train_batches, epoch, cfg.num_epoch)
-            val = evaluate(model, val_batches)
+            train_loss, seconds = train_one_epoch(runner, optimizer, train_batches, epoch, cfg.num_epoch)
+            val = evaluate(runner, val_batches)
             history.append(
                 {"epoch": epoch, "train_loss": train_loss, "val_loss": val.loss, "val_accuracy": val.accuracy,
                  "train_seconds": seconds, "val_seconds": val.seconds}

@@ -47,8 +47,9 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure_variant(variant, backend, cfg_dict, device_name):
-    """All figures for one (model, backend); runs inside its own process."""
+def measure_variant(variant, backend, compiled, cfg_dict, device_name):
+    """All figures for one (model, backend, compiled or not); runs inside its own process. A compiled row's
+    warm-up includes the compilation (warmup >= 2: one compile for training mode, one for evaluation)."""
     torch.manual_seed(0)
     device = torch.device(device_name)
     bs, conv_ch, warmup, repeats = cfg_dict["batch_size"], cfg_dict["conv_ch"], cfg_dict["warmup"], cfg_dict["repeats"]
@@ -68,30 +69,31 @@ def measure_variant(variant, backend, cfg_dict, device_name):
 
     def layer_forward():
         with torch.no_grad():
-            layer(lx)
+            run_layer(lx)
 
     def layer_forward_backward():
-        layer(lx).sum().backward()
+        run_layer(lx).sum().backward()
 
     model = ConvNet(variant, conv_ch, backend=backend).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    run_layer, run_model = (torch.compile(layer), torch.compile(model)) if compiled else (layer, model)
 
     def model_forward():
         model.eval()
         with torch.no_grad():
-            model(x)
+            run_model(x)
 
     def model_forward_backward():
         model.train()
-        F.cross_entropy(model(x), y).backward()
+        F.cross_entropy(run_model(x), y).backward()
 
     def train_step():
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        F.cross_entropy(run_model(x), y).backward()
         optimizer.step()
 
-    row = {"model": variant, "backend": backend or "-"}
+    row = {"model": variant, "backend": backend or "-", "compiled": compiled}
     for name, fn in [
         ("layer_forward_ms", layer_forward),
         ("layer_forward_backward_ms", layer_forward_backward),
@@ -173,11 +175,14 @@ def run_benchmark(cfg):
             print(f"skipping dcn_backend {backend}: {e}")
     # Plain variants once; deformable ones once per backend. The first row (Conv2d) is the reference.
     models = ["Conv2d"] + [m for m in cfg.models if m != "Conv2d"]
-    variants = [(m, b) for m in models for b in (backends if VARIANTS[m].deformable else [None])]
+    variants = [(m, b, False) for m in models for b in (backends if VARIANTS[m].deformable else [None])]
+    if cfg.compile:  # compiled: each model once, deformable ones on the backend `auto` picks
+        auto = resolve_backend("auto", device)
+        variants += [(m, auto if VARIANTS[m].deformable else None, True) for m in models]
     rows = []
-    for variant, backend in variants:
-        print(f"measuring {variant}{f' / {backend}' if backend else ''} ...", flush=True)
-        rows.append(run_isolated((variant, backend, dataclasses.asdict(cfg), str(device))))
+    for variant, backend, compiled in variants:
+        print(f"measuring {variant}{f' / {backend}' if backend else ''}{', compiled' if compiled else ''} ...", flush=True)
+        rows.append(run_isolated((variant, backend, compiled, dataclasses.asdict(cfg), str(device))))
     base = rows[0]
     for row in rows:
         for key in ("layer_forward_ms", "layer_forward_backward_ms", "model_forward_ms", "model_forward_backward_ms", "train_step_ms"):

@@ -12,7 +12,8 @@ def render_markdown(result):
         f"Device {env['device']} ({env['device_name']}), {env['torch_threads']} torch threads / {env['cpu_count']} CPUs, "
         f"torch {env['torch']}, torchvision {env['torchvision']}, Python {env['python']}. Median of {env['repeats']} runs "
         f"after {env['warmup']} warm-up runs; ratios are to Conv2d in this same run. `auto` picks `{env['auto_backend']}` here. "
-        "Layer = the last conv layer alone (with its offset/mask predictors); model = the whole network.",
+        "Layer = the last conv layer alone (with its offset/mask predictors); model = the whole network. "
+        "`compiled`: torch.compile (default mode), compilation excluded (it happens in the warm-up).",
         "",
         "| model | backend | layer fwd ms | layer fwd+bwd ms | model fwd ms | model fwd+bwd ms | train step ms | × Conv2d (step) "
         "| × Conv2d (layer fwd+bwd) | train img/s | infer img/s | peak MB | params |",
@@ -20,12 +21,12 @@ def render_markdown(result):
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['backend']} | {r['layer_forward_ms']:.1f} | {r['layer_forward_backward_ms']:.1f} | "
-            f"{r['model_forward_ms']:.1f} | {r['model_forward_backward_ms']:.1f} | {r['train_step_ms']:.1f} | "
+            f"| {r['model']} | {r['backend']}{', compiled' if r.get('compiled') else ''} | {r['layer_forward_ms']:.1f} | "
+            f"{r['layer_forward_backward_ms']:.1f} | {r['model_forward_ms']:.1f} | {r['model_forward_backward_ms']:.1f} | {r['train_step_ms']:.1f} | "
             f"{r['train_step_vs_conv2d']:.2f} | {r['layer_forward_backward_vs_conv2d']:.2f} | {r['train_images_per_s']:.0f} | "
             f"{r['inference_images_per_s']:.0f} | {r['peak_memory_mb']:.0f} | {r['parameters']:,} |"
         )
-    by_key = {(r["model"], r["backend"]): r for r in rows}
+    by_key = {(r["model"], r["backend"]): r for r in rows if not r.get("compiled")}
     for name in (v.name for v in VARIANTS.values() if v.deformable):
         tv = by_key.get((name, "torchvision"))
         for backend in ("gather", "cpp"):

@@ -69,6 +69,9 @@ class TrainingKeys:
     # and the learning-rate multiplier of the offset/mask predictors.
     deformable_layers: object = default(layer_choice, None)
     offset_lr_mult: float = default(non_negative_float, 1.0)
+    # torch.compile the model for training and validation (the cpp op is a registered operator, so the whole
+    # network is one graph). Off by default: see benchmark.md for whether it pays on your machine.
+    compile: bool = default(boolean, False)
 
     def layer_problem(self, variants):
         """The rules between keys for deformable_layers; the problem, or None."""
@@ -133,10 +136,16 @@ class BenchmarkConfig:
     device: str = default(device, "auto")
     backends: list = default(backend_list, list(BACKENDS))
     models: list = default(variant_list, list(BASE), convert=lambda v: [variant_name(x) for x in v])
+    compile: bool = default(boolean, True)  # also rows for torch.compile'd models (Conv2d, and each deformable one on `auto`)
     # Real images for the data-pipeline share (random images are used when these are missing).
     data_dir: str = default(text, "./data")
     download: bool = default(boolean, False)
     data_batches: int = default(positive_int, 100)
+
+    def problem(self):
+        if self.compile and self.warmup < 2:  # else a compilation lands inside the timed runs
+            return f'"compile" needs "warmup" >= 2 (the compilation happens in the warm-up runs), got warmup {self.warmup}; raise it or set compile false'
+        return None
 
 
 def parse_overrides(items):
