@@ -17,3 +17,10 @@ def test_one_epoch_on_5000_real_images_beats_chance(tmp_path, variant):
     metrics = json.loads((tmp_path / "run/test/metrics.json").read_text())
     assert metrics["test_images"] == 10_000 and sum(map(sum, metrics["confusion_matrix"])) == 10_000
     assert metrics["accuracy"] > 0.20, metrics["accuracy"]  # chance is 0.10; one epoch on 4,500 images reaches ~0.3
+    # The same weights exported to ONNX and run by ONNX Runtime: the same accuracy, to the image.
+    from utils.engine.export import export_onnx, verify
+
+    model = export_onnx(tmp_path / "run/train/weights.pth", tmp_path / "model.onnx")
+    result = verify(tmp_path / "model.onnx", model, str(REAL_DATA))
+    assert result["images"] == 10_000 and result["max_abs_logit_difference"] <= 1e-4
+    assert result["onnxruntime_accuracy"] == result["pytorch_accuracy"] == metrics["accuracy"]
