@@ -12,12 +12,14 @@ from utils.engine.data import CLASSES
 from utils.engine.record import result_settings
 from utils.engine.testing import run_test
 from utils.engine.train import train
+from utils.experiments.cluster import submit_all
 from utils.experiments.figures import plot_comparison_accuracy, plot_comparison_curves, plot_comparison_per_class, plot_robustness
 from utils.experiments.progress import ProtocolProgress
 from utils.experiments.report import render, summarize
 from utils.plumbing.config import TestConfig, TrainConfig
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import write_csv, write_json, write_text
+from utils.plumbing.locks import LockHeld, RunLock
 from utils.plumbing.runs import ProtocolLayout, run_status, tested_epoch
 
 
@@ -62,7 +64,39 @@ def needs_test(run, cfg):
     return report is None or report["subset"] != cfg.robustness_images
 
 
+def run_one(cfg, name, seed, wait, progress=None, head=None):
+    """Train (or resume) and test one run of the protocol under its lock. wait=False: raise LockHeld when another
+    live worker holds it; wait=True: wait for that worker, then find the run done and only check it."""
+    run, head = ProtocolLayout(cfg.outdir).run(name, seed), head or f"[{cfg.protocol}] {name}, seed {seed}"
+    lock = RunLock(run.lock).acquire(wait=wait)
+    try:
+        tc, state = train_config_for(cfg, name, seed), run_status(run, cfg.num_epoch).state  # read under the lock
+        if state == "done":
+            check_settings(run, tc)
+            print(f"{head}: trained already, skipping")
+        else:
+            print(f"{head}: {'resuming' if state == 'partial' else 'training'} ({cfg.num_epoch} epochs)", flush=True)
+            on_epoch = (lambda entry: progress.epoch_finished(name, seed, entry)) if progress else None
+            train(tc, resume=(state == "partial"), resume_command="python compare.py --config <same config> (it resumes by itself)", on_epoch=on_epoch)
+        if needs_test(run, cfg):
+            run_test(test_config_for(cfg, name, seed))
+        if state != "done":
+            print(f"{head}: finished; its result files are {' '.join(str(f) for f in run.result_files())}", flush=True)
+    finally:
+        lock.release()
+
+
+def cluster_job(cfg, name, seed):
+    """One run as a cluster job (launcher slurm or submitit-local): as many torch threads as the job has CPUs."""
+    import torch
+
+    torch.set_num_threads(cfg.cluster.cpus)
+    run_one(cfg, name, seed, wait=True)
+
+
 def run_all(cfg):
+    """Every run in this process, one after another. A run another worker holds (a second compare.py, a cluster
+    job) is passed over at first and waited for at the end, so two workers share a protocol without doubling it."""
     layout = ProtocolLayout(cfg.outdir)
     jobs = [(name, s) for s in cfg.seeds for name in cfg.models]
     status = {(name, s): run_status(layout.run(name, s), cfg.num_epoch) for name, s in jobs}
@@ -72,22 +106,18 @@ def run_all(cfg):
         if history.exists():
             measured.setdefault(name, []).extend(h["train_seconds"] + h["val_seconds"] for h in json.loads(history.read_text()))
     progress = ProtocolProgress(cfg.protocol, cfg.num_epoch, {key: st.epochs_done or 0 for key, st in status.items()}, measured)
+    numbered = {job: f"[{cfg.protocol}] run {i}/{len(jobs)}: {job[0]}, seed {job[1]}" for i, job in enumerate(jobs, start=1)}
     try:
-        for i, (name, seed) in enumerate(jobs, start=1):
-            tc, run, state = train_config_for(cfg, name, seed), layout.run(name, seed), status[(name, seed)].state
-            head = f"[{cfg.protocol}] run {i}/{len(jobs)}: {name}, seed {seed}"
-            if state == "done":
-                check_settings(run, tc)
-                print(f"{head}: trained already, skipping")
-            else:
-                print(f"{head}: {'resuming' if state == 'partial' else 'training'} ({cfg.num_epoch} epochs)", flush=True)
-                train(tc, resume=(state == "partial"), resume_command="python compare.py --config <same config> (it resumes by itself)",
-                      on_epoch=lambda entry, name=name, seed=seed: progress.epoch_finished(name, seed, entry))
-            if needs_test(run, cfg):
-                run_test(test_config_for(cfg, name, seed))
-            if state != "done":
-                files = " ".join(str(f) for f in run.result_files())
-                print(f"{head}: finished; its result files are {files}", flush=True)
+        pending = jobs
+        for wait in (False, True):
+            held = []
+            for name, seed in pending:
+                try:
+                    run_one(cfg, name, seed, wait, progress, numbered[(name, seed)])
+                except LockHeld as e:
+                    print(f"{numbered[(name, seed)]}: another worker has it ({e}); coming back to it at the end", flush=True)
+                    held.append((name, seed))
+            pending = held
     finally:
         progress.close()
 
@@ -147,6 +177,13 @@ def aggregate(cfg):
 
 
 def compare(cfg):
-    if not cfg.aggregate_only:
+    if cfg.aggregate_only:
+        pass
+    elif cfg.launcher == "local":
         run_all(cfg)
+    else:
+        layout = ProtocolLayout(cfg.outdir)
+        todo = [(name, s) for s in cfg.seeds for name in cfg.models
+                if run_status(layout.run(name, s), cfg.num_epoch).state != "done" or needs_test(layout.run(name, s), cfg)]
+        submit_all(cfg, cluster_job, todo)
     return aggregate(cfg)

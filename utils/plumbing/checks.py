@@ -99,3 +99,26 @@ def layer_choice(v):
 
 def optional_of(check_fn):
     return lambda v: None if v is None else check_fn(v)
+
+
+LAUNCHERS = ("local", "slurm", "submitit-local")
+# The resources of one cluster job (one run): field -> (check, required).
+CLUSTER_FIELDS = {"partition": (text, False), "time_min": (positive_int, True), "cpus": (positive_int, True), "gpus": (non_negative_int, False),
+                  "mem_gb": (positive_float, True)}
+
+
+def launcher(v):
+    return None if v in LAUNCHERS else "must be one of " + ", ".join(f'"{name}"' for name in LAUNCHERS)
+
+
+def cluster_resources(v):
+    example = '{"partition": "cpu", "time_min": 240, "cpus": 4, "gpus": 0, "mem_gb": 8}'
+    if not isinstance(v, dict):
+        return f"must be an object like {example}"
+    unknown = sorted(set(v) - set(CLUSTER_FIELDS))
+    if unknown:
+        return f"has unknown field(s) {', '.join(unknown)}; its fields are {', '.join(CLUSTER_FIELDS)}"
+    missing = [name for name, (_, required) in CLUSTER_FIELDS.items() if required and name not in v]
+    if missing:
+        return f"misses the field(s) {', '.join(missing)}, e.g. {example}"
+    return next((f'field "{name}" {check(v[name])}' for name, (check, _) in CLUSTER_FIELDS.items() if name in v and check(v[name])), None)

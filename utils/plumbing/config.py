@@ -17,8 +17,10 @@ from utils.plumbing.checks import (
     backend_list,
     boolean,
     channel_list,
+    cluster_resources,
     dcn_backend,
     device,
+    launcher,
     layer_choice,
     non_negative_float,
     non_negative_int,
@@ -110,6 +112,16 @@ class TestConfig:
     robustness_images: Optional[int] = default(optional_robustness_images, None)  # null: all 10,000; else a stratified subset
 
 
+@dataclass(frozen=True)
+class ClusterResources:
+    """What one cluster job (one run) asks the scheduler for; README "Running on a cluster"."""
+    time_min: int
+    cpus: int  # also the run's torch threads
+    mem_gb: float
+    partition: Optional[str] = None  # required by "slurm"
+    gpus: int = 0
+
+
 @dataclass(frozen=True, kw_only=True)
 class CompareConfig(TrainingKeys):
     protocol: str = required(text)  # a label written on every table and figure, e.g. "cpu-quick" or "full"
@@ -121,8 +133,17 @@ class CompareConfig(TrainingKeys):
     robustness: bool = default(boolean, True)
     robustness_images: Optional[int] = default(optional_robustness_images, None)
     aggregate_only: bool = default(boolean, False)  # only summarise the runs already in outdir
+    # Who trains the runs: "local" (this process, one after another), "slurm" (one cluster job per run, via
+    # submitit) or "submitit-local" (the same jobs as processes on this machine). `cluster`: each job's resources.
+    launcher: str = default(launcher, "local")
+    cluster: Optional[ClusterResources] = default(optional_of(cluster_resources), None, convert=lambda v: v and ClusterResources(**v))
 
     def problem(self):  # deformable_layers applies to the deformable models of the protocol
+        if self.launcher != "local" and self.cluster is None:
+            return (f'"launcher": "{self.launcher}" needs "cluster", the resources of each job, e.g. '
+                    '{"partition": "cpu", "time_min": 240, "cpus": 4, "mem_gb": 8}')
+        if self.launcher == "slurm" and not self.cluster.partition:
+            return '"launcher": "slurm" needs "cluster": {"partition": ...}, the SLURM partition to submit to (sinfo lists them)'
         return self.layer_problem(self.models)
 
 

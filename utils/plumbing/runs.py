@@ -4,6 +4,7 @@ One owner for the layout: training, testing, compare.py and the offsets figure a
 paths, never spell them out. A run folder (a train config's `outdir`) holds:
 
     run.json                  the status record (small, committed for finished protocol runs)
+    lock                      while a compare.py worker trains or tests the run (utils/plumbing/locks.py)
     train/history.json|.csv   one entry per finished epoch
     train/loss.png
     train/weights.pth         final weights only (no optimizer state): the trained model, ~0.4 MB
@@ -50,6 +51,10 @@ class RunLayout:
     @property
     def record(self):
         return self.root / "run.json"
+
+    @property
+    def lock(self):
+        return self.root / "lock"
 
     @property
     def train(self):

@@ -1,0 +1,184 @@
+"""Sweeps beyond one process: run locks, and real concurrent workers through submitit's local executor."""
+import json
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import cloudpickle
+import pytest
+from conftest import ROOT
+from test_compare_and_offsets import tiny_compare_config
+
+from utils.experiments import compare as compare_mod
+from utils.experiments.cluster import submit_all
+from utils.plumbing.config import CompareConfig, parse_config
+from utils.plumbing.errors import UserError
+from utils.plumbing.locks import LockHeld, RunLock
+from utils.plumbing.runs import ProtocolLayout
+
+submitit = pytest.importorskip("submitit")
+TESTS = ROOT / "tests"
+
+
+def dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid  # finished and reaped: no process has it now (pids are not reused this quickly)
+
+
+def test_a_held_lock_names_its_holder_and_is_released(tmp_path):
+    lock = RunLock(tmp_path / "run" / "lock").acquire()
+    holder = json.loads((tmp_path / "run" / "lock").read_text())
+    assert holder["host"] == socket.gethostname() and holder["pid"] == os.getpid()
+    with pytest.raises(LockHeld, match=f"held by pid {os.getpid()} on {socket.gethostname()} since "):
+        RunLock(tmp_path / "run" / "lock").acquire(wait=False)
+    lock.release()
+    assert not (tmp_path / "run" / "lock").exists()
+    RunLock(tmp_path / "run" / "lock").acquire(wait=False).release()
+
+
+def test_a_lock_of_a_dead_process_or_a_silent_node_is_taken_over(tmp_path, capsys):
+    path = tmp_path / "lock"
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid(), "since": "then", "token": "old"}))
+    lock = RunLock(path).acquire(wait=False)
+    assert json.loads(path.read_text())["token"] == lock.holder["token"] and "took over the stale lock" in capsys.readouterr().out
+    lock.release()
+    # Another node's lock: its process cannot be checked from here, so only its silence (no heartbeat) counts.
+    path.write_text(json.dumps({"host": "node-17", "pid": 1, "since": "then", "token": "other"}))
+    with pytest.raises(LockHeld, match="node-17"):
+        RunLock(path, stale_after=60).acquire(wait=False)
+    past = time.time() - 120
+    os.utime(path, (past, past))
+    RunLock(path, stale_after=60).acquire(wait=False).release()
+
+
+def test_release_never_removes_a_lock_another_worker_took_over(tmp_path):
+    path = tmp_path / "lock"
+    lock = RunLock(path).acquire()
+    path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "since": "now", "token": "theirs"}))  # what a takeover leaves
+    lock.release()
+    assert json.loads(path.read_text())["token"] == "theirs"
+
+
+def _take(path, start, results):
+    while time.time() < start:  # all at once
+        pass
+    try:
+        RunLock(path).acquire(wait=False)  # held until this process exits
+        results.put("took it")
+    except LockHeld:
+        results.put("held")
+
+
+def test_of_many_workers_racing_for_a_stale_lock_exactly_one_wins(tmp_path):
+    path = tmp_path / "lock"
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid(), "since": "then", "token": "old"}))
+    ctx = mp.get_context("fork")
+    results, start = ctx.Queue(), time.time() + 1.0
+    workers = [ctx.Process(target=_take, args=(path, start, results)) for _ in range(6)]
+    for w in workers:
+        w.start()
+    outcomes = sorted(results.get(timeout=60) for _ in workers)
+    for w in workers:
+        w.join()
+    assert outcomes == ["held"] * 5 + ["took it"]
+
+
+# Workers are separate processes: they get the tests' synthetic data by running these functions, which
+# cloudpickle ships by value (the job processes cannot import test modules).
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _with_synthetic_data(fn, *args):
+    sys.path.insert(0, str(TESTS))
+    import conftest
+
+    from utils.engine import data as data_mod
+
+    data_mod.load_cifar10 = lambda data_dir, train, download: conftest.synthetic_set(200 if train else 50, seed=1 if train else 2)
+    return fn(*args)
+
+
+def worker(cfg):
+    return _with_synthetic_data(compare_mod.run_all, cfg)
+
+
+def run_job(cfg, name, seed):
+    return _with_synthetic_data(compare_mod.cluster_job, cfg, name, seed)
+
+
+def comparable(outdir, cfg):
+    """Everything the aggregate computes except wall-clock times."""
+    rows, pairs = compare_mod.aggregate(cfg)
+    timing = {"train_seconds_per_epoch", "inference_images_per_s"}
+    histories = {}
+    for name in cfg.models:
+        for seed in cfg.seeds:
+            run = ProtocolLayout(outdir).run(name, seed)
+            histories[(name, seed)] = [{k: v for k, v in h.items() if not k.endswith("_seconds")} for h in json.loads(run.history_json.read_text())]
+    return [{k: v for k, v in r.items() if k not in timing} for r in rows], pairs, histories
+
+
+@pytest.mark.slow
+def test_two_concurrent_workers_share_a_protocol_and_match_a_sequential_run(tmp_path, synthetic_data, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    options = {"models": ["Conv2d", "DeformConv2dv2"], "dcn_backend": "gather", "robustness": False}
+    sequential = tiny_compare_config(tmp_path / "seq", **options)
+    compare_mod.run_all(sequential)
+
+    shared = tiny_compare_config(tmp_path / "two", **options)
+    executor = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")
+    executor.update_parameters(timeout_min=10, cpus_per_task=1)
+    jobs = [executor.submit(worker, shared) for _ in range(2)]
+    for job in jobs:
+        job.result()
+    for name in shared.models:
+        for seed in shared.seeds:
+            run = ProtocolLayout(shared.outdir).run(name, seed)
+            record = json.loads(run.record.read_text())
+            assert len(record["segments"]) == 1 and record["segments"][0]["epochs"] == [1, 2], record  # trained exactly once
+            assert not run.lock.exists()
+    logs = "".join(job.stdout() for job in jobs)
+    assert logs.count(": training (2 epochs)") == 4  # each of the 4 runs started once, by one of the two workers
+    assert comparable(shared.outdir, shared) == comparable(sequential.outdir, sequential)
+
+
+@pytest.mark.slow
+def test_submitit_launcher_runs_one_job_per_run_then_aggregates(tmp_path, synthetic_data, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    cfg = tiny_compare_config(tmp_path, models=["Conv2d", "DeformConv2d"], seeds=[0], robustness=False, dcn_backend="gather",
+                              launcher="submitit-local", cluster={"time_min": 10, "cpus": 1, "mem_gb": 2})
+    submit_all(cfg, run_job, [("Conv2d", 0), ("DeformConv2d", 0)])
+    out = capsys.readouterr().out
+    assert "[tiny] submitted 2 jobs" in out and out.count(") finished") == 2
+    rows, _ = compare_mod.aggregate(cfg)
+    assert [r["model"] for r in rows] == ["Conv2d", "DeformConv2d"] and all(r["epochs"] == 2 for r in rows)
+    submit_all(cfg, run_job, [])
+    assert "every run is trained and tested already" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"launcher": "pbs"}, '"launcher" must be one of "local", "slurm", "submitit-local", got "pbs"'),
+    ({"launcher": "slurm"}, '"launcher": "slurm" needs "cluster", the resources of each job'),
+    ({"launcher": "slurm", "cluster": {"time_min": 60, "cpus": 2}}, '"cluster" misses the field(s) mem_gb'),
+    ({"launcher": "slurm", "cluster": {"time_min": 60, "cpus": 2, "mem_gb": 4}}, '"launcher": "slurm" needs "cluster": {"partition": ...}'),
+    ({"launcher": "slurm", "cluster": {"time_min": 60, "cpus": 0, "mem_gb": 4, "partition": "p"}}, '"cluster" field "cpus" must be a whole number >= 1'),
+    ({"cluster": {"time_min": 60, "cpus": 2, "mem_gb": 4, "queue": "q"}}, '"cluster" has unknown field(s) queue; its fields are partition'),
+])
+def test_cluster_settings_are_checked(tmp_path, overrides, message):
+    with pytest.raises(UserError) as refused:
+        parse_config({"protocol": "p", "outdir": str(tmp_path), **overrides}, CompareConfig)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_slurm_where_there_is_none_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun, no sbatch
+    cfg = tiny_compare_config(tmp_path, launcher="slurm", cluster={"time_min": 60, "cpus": 2, "mem_gb": 4, "partition": "cpu"})
+    with pytest.raises(UserError, match='"launcher": "slurm" cannot submit from this machine .*use "launcher": "local"'):
+        submit_all(cfg, run_job, [("Conv2d", 0)])
+    assert not (tmp_path / "cmp" / "Conv2d").exists()
