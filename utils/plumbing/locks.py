@@ -3,8 +3,8 @@ submissions) never train the same run at once.
 
 The lock is a file created atomically (O_CREAT | O_EXCL: of two creators exactly one succeeds) holding
 the holder's host, pid, start time and a random token. While held, a thread touches it every HEARTBEAT
-seconds. A lock is stale when its holder is a dead process on this host, or when it has not been touched
-for STALE_AFTER seconds (a holder on another node that died, or hangs). A stale lock is taken over under a
+seconds. A lock is stale when its holder is a process on this host that no longer exists, or a holder on
+another host that has not touched it for STALE_AFTER seconds (a node that died, or a job that hangs). A stale lock is taken over under a
 second atomic file (`<lock>.takeover`), after reading it again inside that: of two workers that both saw
 the stale lock, one takes it and the other then finds a live holder. Plain files and rename, no flock:
 they behave the same on the network file systems clusters share.
@@ -54,8 +54,8 @@ def is_stale(path, holder, stale_after=STALE_AFTER):
         return False
     if holder is None:  # unreadable: stale only once nobody has touched it for a long time
         return age > stale_after
-    if holder.get("host") == socket.gethostname() and not _alive_here(holder.get("pid", -1)):
-        return True
+    if holder.get("host") == socket.gethostname():  # this host: the process itself says (a paused one is not stale)
+        return not _alive_here(holder.get("pid", -1))
     return age > stale_after
 
 
