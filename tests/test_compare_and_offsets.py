@@ -139,6 +139,11 @@ def test_benchmark_writes_its_report(tmp_path, cpp_kernel):
     md = (tmp_path / "benchmark.md").read_text()
     assert f"Conv2d-params: widths {matched['widths']} (conv_ch [4, 8] scaled by one factor), {matched['parameters']:,} parameters = " in md
     assert "| DeformConv2dv2 | gather |" in md and json.loads((tmp_path / "benchmark.json").read_text())["environment"]["torch_threads"] >= 1
+    ops = {r["op"]: r for r in result["op_inference"]["rows"]}  # the op alone, forward, against ONNX Runtime
+    assert set(ops) == {"deform_conv2d, torchvision", "deform_conv2d, gather", "deform_conv2d, cpp", "ONNX Runtime DeformConv", "F.conv2d, NCHW",
+                        "F.conv2d, channels-last", "ONNX Runtime Conv"}
+    assert all(r["forward_ms"] > 0 and r["max_abs_difference"] <= 1e-4 for r in ops.values())  # all compute the same output
+    assert "| ONNX Runtime DeformConv |" in md
 
 
 @pytest.mark.slow

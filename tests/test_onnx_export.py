@@ -99,3 +99,12 @@ def test_a_missing_package_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an import of a package that is not installed meets
     with pytest.raises(UserError, match="needs the Python package 'onnxruntime', which is not installed here; run: pip install -r requirements.txt"):
         export_mod.require("onnxruntime")
+
+
+def test_export_needs_no_compiled_kernel(tmp_path, monkeypatch):
+    from models.deform_ops import cpp
+
+    monkeypatch.setattr(cpp, "_state", {"error": "no compiler"})  # as on a machine without g++
+    trained_looking_checkpoint(tmp_path / "w.pth", "DeformConv2d")
+    export_mod.export_onnx(tmp_path / "w.pth", tmp_path / "m.onnx")
+    assert [n.op_type for n in onnx.load(tmp_path / "m.onnx").graph.node].count("DeformConv") == 2

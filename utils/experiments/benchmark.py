@@ -20,6 +20,7 @@ from models.network import ConvNet, count_parameters, make_conv, matched_widths
 from models.registry import VARIANTS
 from utils.engine import data as data_mod
 from utils.engine.device import resolve_backend, resolve_device
+from utils.experiments.benchmark_ops import op_inference_rows
 from utils.experiments.benchmark_report import render_markdown
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import write_json, write_text
@@ -188,6 +189,8 @@ def run_benchmark(cfg):
         for key in ("layer_forward_ms", "layer_forward_backward_ms", "model_forward_ms", "model_forward_backward_ms", "train_step_ms"):
             row[key.replace("_ms", "_vs_conv2d")] = row[key] / base[key]
     pipeline = data_pipeline_share(cfg, device)
+    in_ch = cfg.conv_ch[-2] if len(cfg.conv_ch) > 1 else 3  # the layer the rows above measure
+    op_rows = op_inference_rows(cfg.batch_size, in_ch, cfg.conv_ch[-1], 32, backends, median_ms, cfg.warmup, cfg.repeats) if device.type == "cpu" else []
     env = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
@@ -205,7 +208,8 @@ def run_benchmark(cfg):
     matched = [{"model": m, "parameters": count_parameters(ConvNet(m, cfg.conv_ch)), "target": VARIANTS[m].match_params,
                 "target_parameters": count_parameters(ConvNet(VARIANTS[m].match_params, cfg.conv_ch)),
                 "widths": matched_widths(m, cfg.conv_ch)} for m in models if VARIANTS[m].match_params]
-    result = {"environment": env, "results": rows, "data_pipeline": pipeline, "parameter_matched": matched}
+    result = {"environment": env, "results": rows, "data_pipeline": pipeline, "parameter_matched": matched,
+              "op_inference": {"shape": [cfg.batch_size, in_ch, cfg.conv_ch[-1], 32], "rows": op_rows}}
     out = Path(cfg.outdir)
     write_json(out / "benchmark.json", result)
     report = render_markdown(result)

@@ -39,6 +39,15 @@ def render_markdown(result):
     for m in matched:
         lines.append(f"\n{m['model']}: widths {m['widths']} (conv_ch {env['conv_ch']} scaled by one factor), {m['parameters']:,} parameters = "
                      f"{100 * m['parameters'] / m['target_parameters']:.1f}% of {m['target']}'s {m['target_parameters']:,}.")
+    ops = result.get("op_inference", {})
+    if ops.get("rows"):
+        batch, in_ch, out_ch, size = ops["shape"]
+        lines += ["", f"The op alone, forward (inference): batch {batch}, {in_ch}→{out_ch} channels, {size}x{size}, 3x3, given offsets and mask; "
+                  f"ONNX Runtime as one node with the same weights and {env['torch_threads']} threads. Difference: max |output difference| to "
+                  "the first row of its kind (deformable / plain).", "", "| op | forward ms | × plain F.conv2d (NCHW) | max difference |",
+                  "|---|---|---|---|"]
+        plain = next(r["forward_ms"] for r in ops["rows"] if r["op"] == "F.conv2d, NCHW")
+        lines += [f"| {r['op']} | {r['forward_ms']:.1f} | {r['forward_ms'] / plain:.2f} | {r['max_abs_difference']:.1e} |" for r in ops["rows"]]
     lines += [
         "",
         f"Data pipeline ({pipe['source']}, Conv2d training, {pipe['batches']} batches): {pipe['data_seconds']:.2f} s producing "
