@@ -8,7 +8,6 @@ one node; the exporter's custom translation table maps that node to DeformConv, 
 B, mask) and layouts are torchvision's. Tracing needs only the op's fake implementation: exporting works
 where the C++ kernel cannot be built.
 """
-import importlib
 import json
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from models.network import count_parameters
 from utils.engine import data as data_mod
 from utils.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from utils.engine.device import resolve_backend
+from utils.plumbing import errors
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import atomic_path
 
@@ -27,12 +27,7 @@ TOLERANCE = 1e-4  # max |logit difference| accepted between ONNX Runtime and PyT
 
 
 def require(package):
-    """The package, or a one-line error naming it (onnx, onnxscript, onnxruntime are in requirements.txt)."""
-    try:
-        return importlib.import_module(package)
-    except ImportError:
-        raise UserError(f"ONNX export needs the Python package {package!r}, which is not installed here; "
-                        f"run: pip install -r requirements.txt")
+    return errors.require(package, "ONNX export")
 
 
 def _deform_conv(input, offset, mask, weight, bias, stride, padding, dilation):

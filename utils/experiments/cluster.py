@@ -6,18 +6,12 @@ resources; this process waits for all of them, then compare.py aggregates as it 
 takes its run's lock (utils/plumbing/locks.py), so a second submission, or a compare.py running locally
 at the same time, never trains a run twice. Job logs: <outdir>/submitit/<job id>_0_log.out|err.
 """
-import importlib
-
-from utils.plumbing.errors import UserError
+from utils.plumbing.errors import UserError, require
 from utils.plumbing.runs import ProtocolLayout
 
 
 def make_executor(cfg):
-    try:
-        submitit = importlib.import_module("submitit")
-    except ImportError:
-        raise UserError(f'"launcher": "{cfg.launcher}" needs the Python package submitit, which is not installed here; '
-                        "run: pip install -r requirements.txt")
+    submitit = require("submitit", f'"launcher": "{cfg.launcher}"')
     folder = ProtocolLayout(cfg.outdir).file("submitit")
     resources = cfg.cluster
     try:

@@ -1,4 +1,5 @@
 """The exceptions the scripts turn into a one-line message and an exit status instead of a traceback."""
+import importlib
 
 
 class UserError(Exception):
@@ -11,3 +12,11 @@ class Interrupted(UserError):
     """Ctrl-C: the run was stopped on request, its finished epochs are saved."""
 
     exit_code = 130
+
+
+def require(package, who):
+    """An optional package (ONNX export, cluster launchers), or a one-line error naming it and `who` needs it."""
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise UserError(f"{who} needs the Python package {package!r}, which is not installed here; run: pip install -r requirements.txt") from None
