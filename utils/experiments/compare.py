@@ -7,6 +7,8 @@ missing. The numbers are computed in report.py, the figures drawn in figures.py.
 import dataclasses
 import json
 
+import torch
+
 from models.registry import VARIANTS
 from utils.engine.data import CLASSES
 from utils.engine.record import result_settings
@@ -88,8 +90,6 @@ def run_one(cfg, name, seed, wait, progress=None, head=None):
 
 def cluster_job(cfg, name, seed):
     """One run as a cluster job (launcher slurm or submitit-local): as many torch threads as the job has CPUs."""
-    import torch
-
     torch.set_num_threads(cfg.cluster.cpus)
     run_one(cfg, name, seed, wait=True)
 

@@ -18,6 +18,8 @@ import time
 import uuid
 from pathlib import Path
 
+from utils.plumbing.files import write_json
+
 HEARTBEAT = 30.0
 STALE_AFTER = 600.0
 
@@ -71,7 +73,7 @@ def _create(path, holder):
 
 
 class RunLock:
-    """`with RunLock(path):` holds the lock for the block. `acquire(wait=False)` raises LockHeld when a live
+    """`acquire()` ... `release()` holds the lock in between. `acquire(wait=False)` raises LockHeld when a live
     worker holds it; with wait=True it polls every `poll` seconds (printing who holds it, once) until the
     holder releases it or dies."""
 
@@ -96,9 +98,7 @@ class RunLock:
             seen = _read(self.path)
             if not is_stale(self.path, seen, self.stale_after):
                 return False  # someone took it over before us: live again
-            tmp = self.path.with_name(f".{self.path.name}.{self.holder['token']}")
-            tmp.write_text(json.dumps(self.holder))
-            os.replace(tmp, self.path)
+            write_json(self.path, self.holder)  # replaced atomically: readers see the old holder or us
             print(f"took over the stale lock {self.path} (was: {json.dumps(seen)})", flush=True)
             return True
         finally:
@@ -130,9 +130,3 @@ class RunLock:
             self._thread.join()
         if (_read(self.path) or {}).get("token") == self.holder["token"]:  # never remove a lock another worker took over
             self.path.unlink()
-
-    def __enter__(self):
-        return self.acquire(wait=True)
-
-    def __exit__(self, *exc):
-        self.release()
