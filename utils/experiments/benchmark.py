@@ -24,6 +24,8 @@ from utils.experiments.benchmark_ops import op_inference_rows
 from utils.experiments.benchmark_report import render_markdown
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import write_json, write_text
+from utils.plumbing.isolated import call_in_process
+from utils.plumbing.runs import describe_host
 
 
 def _sync(device):
@@ -114,21 +116,9 @@ def measure_variant(variant, backend, compiled, cfg_dict, device_name):
     return row
 
 
-def _worker(args, queue):
-    try:
-        queue.put(("ok", measure_variant(*args)))
-    except Exception as e:  # reported by the parent as one line
-        queue.put(("error", f"{e.__class__.__name__}: {e}"))
-
-
 def run_isolated(args):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_worker, args=(args, queue))
-    proc.start()
-    status, value = queue.get()
-    proc.join()
-    if status != "ok":
+    ok, value = call_in_process(measure_variant, *args)
+    if not ok:
         raise UserError(f"benchmark of {args[0]} / {args[1] or 'no deformable op'} failed: {value}")
     return value
 
@@ -166,7 +156,55 @@ def data_pipeline_share(cfg, device):
     return {"source": source, "batches": len(batches), "data_seconds": data_s, "model_seconds": model_s, "data_share": data_s / (data_s + model_s)}
 
 
+def _cpu_name():
+    host = describe_host()
+    return f"{host['cpu']}, {host['cpu_isa'] or 'no AVX2'}"
+
+
+def environment(cfg, device):
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": mp.cpu_count(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "auto_backend": resolve_backend("auto", device),
+        "batch_size": cfg.batch_size,
+        "conv_ch": list(cfg.conv_ch),
+        "warmup": cfg.warmup,
+        "repeats": cfg.repeats,
+    }
+
+
+def run_sweep_benchmark(cfg):
+    """The cost curves (sweep.py): result/benchmark_sweep.{json,md,png}."""
+    from utils.experiments.sweep import implementations, run_sweep
+    from utils.experiments.sweep_report import plot_sweep, render_sweep
+
+    env = {**environment(cfg, torch.device("cpu")), "sweep_max_call_s": cfg.sweep_max_call_s, "sweep_min_time_s": cfg.sweep_min_time_s}
+    try:
+        import onnxruntime
+
+        env["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    sweep = run_sweep(cfg)
+    sweep["implementations"] = implementations(sweep["backends"])
+    sweep["base"] = {"batch": cfg.batch_size, "channels": cfg.sweep_base_channels, "resolution": cfg.sweep_base_resolution}
+    result, out = {"environment": env, "sweep": sweep}, Path(cfg.outdir)
+    write_json(out / "benchmark_sweep.json", result)
+    write_text(out / "benchmark_sweep.md", render_sweep(result))
+    plot_sweep(result, out / "benchmark_sweep.png")
+    print(render_sweep(result))
+    print(f"wrote {out / 'benchmark_sweep.json'}, {out / 'benchmark_sweep.md'} and {out / 'benchmark_sweep.png'}")
+    return result
+
+
 def run_benchmark(cfg):
+    if cfg.sweep:
+        return run_sweep_benchmark(cfg)
     device = resolve_device(cfg.device)
     backends = []
     for backend in cfg.backends:
@@ -191,20 +229,7 @@ def run_benchmark(cfg):
     pipeline = data_pipeline_share(cfg, device)
     in_ch = cfg.conv_ch[-2] if len(cfg.conv_ch) > 1 else 3  # the layer the rows above measure
     op_rows = op_inference_rows(cfg.batch_size, in_ch, cfg.conv_ch[-1], 32, backends, median_ms, cfg.warmup, cfg.repeats) if device.type == "cpu" else []
-    env = {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": mp.cpu_count(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "python": platform.python_version(),
-        "auto_backend": resolve_backend("auto", device),
-        "batch_size": cfg.batch_size,
-        "conv_ch": list(cfg.conv_ch),
-        "warmup": cfg.warmup,
-        "repeats": cfg.repeats,
-    }
+    env = environment(cfg, device)
     matched = [{"model": m, "parameters": count_parameters(ConvNet(m, cfg.conv_ch)), "target": VARIANTS[m].match_params,
                 "target_parameters": count_parameters(ConvNet(VARIANTS[m].match_params, cfg.conv_ch)),
                 "widths": matched_widths(m, cfg.conv_ch)} for m in models if VARIANTS[m].match_params]

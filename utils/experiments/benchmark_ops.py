@@ -13,7 +13,7 @@ from utils.engine.device import resolve_backend
 from utils.plumbing.errors import UserError
 
 
-def _onnxruntime_op(op_type, inputs, out_shape, threads):
+def onnxruntime_op(op_type, inputs, out_shape, threads):
     """A function running one ONNX node (3x3, padding 1) in ONNX Runtime on `inputs`; None without onnx/onnxruntime."""
     try:
         import onnxruntime as ort
@@ -47,13 +47,13 @@ def op_inference_rows(batch, in_ch, out_ch, size, backends, median_ms, warmup, r
         except UserError:
             continue  # the model benchmark says why
         deformable[f"deform_conv2d, {backend}"] = lambda b=backend: deform_conv2d(x, offset, weight, bias, 1, 1, 1, mask, backend=b)
-    runtime = _onnxruntime_op("DeformConv", {"x": x, "w": weight, "offset": offset, "b": bias, "mask": mask}, out_shape, threads)
+    runtime = onnxruntime_op("DeformConv", {"x": x, "w": weight, "offset": offset, "b": bias, "mask": mask}, out_shape, threads)
     if runtime is not None:
         deformable["ONNX Runtime DeformConv"] = runtime
     plain["F.conv2d, NCHW"] = lambda: F.conv2d(x, weight, bias, padding=1)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     plain["F.conv2d, channels-last"] = lambda: F.conv2d(x_cl, weight, bias, padding=1)
-    runtime = _onnxruntime_op("Conv", {"x": x, "w": weight, "b": bias}, out_shape, threads)
+    runtime = onnxruntime_op("Conv", {"x": x, "w": weight, "b": bias}, out_shape, threads)
     if runtime is not None:
         plain["ONNX Runtime Conv"] = runtime
     rows = []

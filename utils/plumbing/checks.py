@@ -56,6 +56,11 @@ def channel_list(v):
     return None if ok else "must be a non-empty list of whole numbers >= 1, e.g. [64, 128]"
 
 
+def layer_shape(v):
+    ok = isinstance(v, list) and len(v) == 3 and all(_is_int(c) and c >= 1 for c in v)
+    return None if ok else "must be [batch, channels, resolution], three whole numbers >= 1, e.g. [128, 256, 64]"
+
+
 def device(v):
     ok = isinstance(v, str) and (v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()))
     return None if ok else 'must be "auto", "cpu", "cuda" or "cuda:N"'

@@ -22,6 +22,7 @@ from utils.plumbing.checks import (
     device,
     launcher,
     layer_choice,
+    layer_shape,
     non_negative_float,
     non_negative_int,
     open_fraction,
@@ -162,9 +163,23 @@ class BenchmarkConfig:
     data_dir: str = default(text, "./data")
     download: bool = default(boolean, False)
     data_batches: int = default(positive_int, 100)
+    # Cost curves of one layer instead of the model table (config/benchmark_sweep.json, utils/experiments/sweep.py):
+    # each axis away from the base shape (batch_size, sweep_base_channels, sweep_base_resolution), at every thread count.
+    sweep: bool = default(boolean, False)
+    sweep_batch: list = default(channel_list, [1, 8, 32, 128])
+    sweep_channels: list = default(channel_list, [16, 64, 128, 256])
+    sweep_resolution: list = default(channel_list, [16, 32, 64, 128])
+    sweep_threads: list = default(channel_list, [1, 2])
+    sweep_base_channels: int = default(positive_int, 64)
+    sweep_base_resolution: int = default(positive_int, 32)
+    sweep_min_time_s: float = default(non_negative_float, 0.5)  # time each point at least this long (small shapes: many calls)
+    sweep_max_call_s: float = default(positive_float, 3.0)  # a slower call is timed once; larger points of its axis are skipped
+    sweep_large: list = default(layer_shape, [128, 256, 64])  # the large case: [batch, channels, resolution]
 
     def problem(self):
-        if self.compile and self.warmup < 2:  # else a compilation lands inside the timed runs
+        if self.sweep and self.device not in ("auto", "cpu"):
+            return f'"sweep" measures CPU implementations (the cpp kernel, ONNX Runtime\'s CPU DeformConv), got device "{self.device}"; set device "cpu"'
+        if self.compile and not self.sweep and self.warmup < 2:  # else a compilation lands inside the timed runs
             return f'"compile" needs "warmup" >= 2 (the compilation happens in the warm-up runs), got warmup {self.warmup}; raise it or set compile false'
         return None
 
