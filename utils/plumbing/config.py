@@ -68,12 +68,10 @@ class TrainingKeys:
     download: bool = default(boolean, True)
     device: str = default(device, "auto")
     dcn_backend: str = default(dcn_backend, "auto")
-    # Ablations: which conv blocks of a deformable variant are deformable (null: the variant's own choice),
-    # and the learning-rate multiplier of the offset/mask predictors.
+    # Ablations: which blocks of a deformable variant deform (null: the variant's choice); the predictors' lr multiplier.
     deformable_layers: object = default(layer_choice, None)
     offset_lr_mult: float = default(non_negative_float, 1.0)
-    # torch.compile the model for training and validation (the cpp op is a registered operator, so the whole
-    # network is one graph). Off by default: see benchmark.md for whether it pays on your machine.
+    # torch.compile the model (the cpp op is a registered operator: one graph). Off: benchmark.md says if it pays.
     compile: bool = default(boolean, False)
 
     def layer_problem(self, variants):
@@ -134,8 +132,7 @@ class CompareConfig(TrainingKeys):
     robustness: bool = default(boolean, True)
     robustness_images: Optional[int] = default(optional_robustness_images, None)
     aggregate_only: bool = default(boolean, False)  # only summarise the runs already in outdir
-    # Who trains the runs: "local" (this process, one after another), "slurm" (one cluster job per run, via
-    # submitit) or "submitit-local" (the same jobs as processes on this machine). `cluster`: each job's resources.
+    # Who trains the runs: "local" (here, in turn), "slurm" or "submitit-local" (a job per run); `cluster`: a job's resources.
     launcher: str = default(launcher, "local")
     cluster: Optional[ClusterResources] = default(optional_of(cluster_resources), None, convert=lambda v: v and ClusterResources(**v))
 
@@ -163,8 +160,7 @@ class BenchmarkConfig:
     data_dir: str = default(text, "./data")
     download: bool = default(boolean, False)
     data_batches: int = default(positive_int, 100)
-    # Cost curves of one layer instead of the model table (config/benchmark_sweep.json, utils/experiments/sweep.py):
-    # each axis away from the base shape (batch_size, sweep_base_channels, sweep_base_resolution), at every thread count.
+    # Cost curves of one layer instead of the model table (config/benchmark_sweep.json; utils/experiments/sweep.py).
     sweep: bool = default(boolean, False)
     sweep_batch: list = default(channel_list, [1, 8, 32, 128])
     sweep_channels: list = default(channel_list, [16, 64, 128, 256])
