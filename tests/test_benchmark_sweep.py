@@ -73,3 +73,14 @@ def test_bad_sweep_keys_are_one_line(raw, words):
     with pytest.raises(UserError, match=words) as err:
         parse_config(raw, BenchmarkConfig)
     assert "\n" not in str(err.value)
+
+
+def test_the_shipped_benchmark_configs_parse():
+    from pathlib import Path
+
+    from utils.plumbing.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "config"
+    assert load_config(str(root / "benchmark_sweep.json"), BenchmarkConfig).sweep
+    gpu = load_config(str(root / "benchmark_gpu.json"), BenchmarkConfig)
+    assert (gpu.device, gpu.report_name) == ("cuda", "benchmark_gpu") and "cpp" not in gpu.backends  # cpp is a CPU kernel

@@ -150,13 +150,14 @@ def test_benchmark_writes_its_report(tmp_path, cpp_kernel):
 def test_benchmark_adds_compiled_rows(tmp_path, cpp_kernel):
     from utils.experiments.benchmark import run_benchmark
 
-    cfg = parse_config({"outdir": str(tmp_path), "batch_size": 2, "conv_ch": [4], "warmup": 2, "repeats": 1, "device": "cpu",
+    cfg = parse_config({"outdir": str(tmp_path), "batch_size": 2, "conv_ch": [4], "warmup": 2, "repeats": 1, "device": "cpu", "report_name": "bench_x",
                         "backends": ["cpp"], "models": ["DeformConv2dv2"], "data_dir": str(tmp_path / "none"), "data_batches": 1}, BenchmarkConfig)
     rows = run_benchmark(cfg)["results"]
     assert [(r["model"], r["backend"], r["compiled"]) for r in rows] == [("Conv2d", "-", False), ("DeformConv2dv2", "cpp", False),
                                                                         ("Conv2d", "-", True), ("DeformConv2dv2", "cpp", True)]
     assert all(r["train_step_ms"] > 0 for r in rows) and rows[0]["train_step_vs_conv2d"] == 1.0
-    assert "| DeformConv2dv2 | cpp, compiled |" in (tmp_path / "benchmark.md").read_text()
+    assert "| DeformConv2dv2 | cpp, compiled |" in (tmp_path / "bench_x.md").read_text()  # report_name names the files
+    assert (tmp_path / "bench_x.json").exists() and not (tmp_path / "benchmark.md").exists()
 
 
 @pytest.mark.slow

@@ -179,7 +179,7 @@ def environment(cfg, device):
 
 
 def run_sweep_benchmark(cfg):
-    """The cost curves (sweep.py): result/benchmark_sweep.{json,md,png}."""
+    """The cost curves (sweep.py): <outdir>/<report_name, default benchmark_sweep>.{json,md,png}."""
     from utils.experiments.sweep import implementations, run_sweep
     from utils.experiments.sweep_report import plot_sweep, render_sweep
 
@@ -193,12 +193,12 @@ def run_sweep_benchmark(cfg):
     sweep = run_sweep(cfg)
     sweep["implementations"] = implementations(sweep["backends"])
     sweep["base"] = {"batch": cfg.batch_size, "channels": cfg.sweep_base_channels, "resolution": cfg.sweep_base_resolution}
-    result, out = {"environment": env, "sweep": sweep}, Path(cfg.outdir)
-    write_json(out / "benchmark_sweep.json", result)
-    write_text(out / "benchmark_sweep.md", render_sweep(result))
-    plot_sweep(result, out / "benchmark_sweep.png")
+    result, stem = {"environment": env, "sweep": sweep}, Path(cfg.outdir) / (cfg.report_name or "benchmark_sweep")
+    write_json(stem.with_suffix(".json"), result)
+    write_text(stem.with_suffix(".md"), render_sweep(result))
+    plot_sweep(result, stem.with_suffix(".png"))
     print(render_sweep(result))
-    print(f"wrote {out / 'benchmark_sweep.json'}, {out / 'benchmark_sweep.md'} and {out / 'benchmark_sweep.png'}")
+    print(f"wrote {stem}.json, {stem}.md and {stem}.png")
     return result
 
 
@@ -235,10 +235,10 @@ def run_benchmark(cfg):
                 "widths": matched_widths(m, cfg.conv_ch)} for m in models if VARIANTS[m].match_params]
     result = {"environment": env, "results": rows, "data_pipeline": pipeline, "parameter_matched": matched,
               "op_inference": {"shape": [cfg.batch_size, in_ch, cfg.conv_ch[-1], 32], "rows": op_rows}}
-    out = Path(cfg.outdir)
-    write_json(out / "benchmark.json", result)
+    stem = Path(cfg.outdir) / (cfg.report_name or "benchmark")
+    write_json(stem.with_suffix(".json"), result)
     report = render_markdown(result)
-    write_text(out / "benchmark.md", report)
+    write_text(stem.with_suffix(".md"), report)
     print(report)
-    print(f"wrote {out / 'benchmark.json'} and {out / 'benchmark.md'}")
+    print(f"wrote {stem}.json and {stem}.md")
     return result

@@ -148,6 +148,7 @@ class CompareConfig(TrainingKeys):
 @dataclass(frozen=True, kw_only=True)
 class BenchmarkConfig:
     outdir: str = default(text, "./result")
+    report_name: Optional[str] = default(optional_of(text), None)  # <outdir>/<this>.json|.md; null: benchmark (benchmark_sweep)
     batch_size: int = default(positive_int, 32)
     conv_ch: list = default(channel_list, [64, 128])
     warmup: int = default(non_negative_int, 2)
@@ -156,8 +157,7 @@ class BenchmarkConfig:
     backends: list = default(backend_list, list(BACKENDS))
     models: list = default(variant_list, list(BASE), convert=lambda v: [variant_name(x) for x in v])
     compile: bool = default(boolean, True)  # also rows for torch.compile'd models (Conv2d, and each deformable one on `auto`)
-    # Real images for the data-pipeline share (random images are used when these are missing).
-    data_dir: str = default(text, "./data")
+    data_dir: str = default(text, "./data")  # real images for the data-pipeline share (random ones when missing)
     download: bool = default(boolean, False)
     data_batches: int = default(positive_int, 100)
     # Cost curves of one layer instead of the model table (config/benchmark_sweep.json; utils/experiments/sweep.py).
