@@ -33,6 +33,7 @@ def test_committed_files_alone_count_as_done(tmp_path, synthetic_data, monkeypat
         assert record["state"] == "trained" and record["epochs_done"] == 2 and record["num_epoch"] == 2
         assert record["settings"]["learning_rate"] == 0.01 and record["segments"][0]["epochs"] == [1, 2]
         assert record["segments"][0]["host"]["cpus"] >= 1 and record["segments"][0]["versions"]["torch"] == torch.__version__
+        assert "code" in record["segments"][0]["versions"]  # the commit it ran (None outside a git checkout)
         weights = torch.load(run.weights, weights_only=True)
         assert "optimizer" not in weights and weights["epoch"] == 2
         shutil.rmtree(run.ckpt)  # what a fresh clone has: no last.pth, no full checkpoints

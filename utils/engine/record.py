@@ -2,7 +2,9 @@
 the settings that define its result, and for every start or resume the machine, versions and wall time."""
 import dataclasses
 import platform
+import subprocess
 import time
+from pathlib import Path
 
 import torch
 import torchvision
@@ -14,6 +16,18 @@ from utils.plumbing import runs
 # finished run is only reused when these match (compare.py); they are stored in the run's record.
 RESULT_KEYS = ("conv_ch", "batch_size", "test_size", "random_seed", "learning_rate", "weight_decay", "train_subset", "deformable_layers",
                "offset_lr_mult")
+
+
+def code_version():
+    """The project's git commit ("+changes" when the work tree differs from it), or None outside a git
+    checkout: a run resumed after the code changed (the kernel, say) shows it in its segments."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "") if head.returncode == 0 else None
 
 
 def model_args(cfg):
@@ -39,7 +53,8 @@ class Record:
         self.segment = {
             "started": runs.now(), "epochs": [first, state["epoch"] if state is not None else 0], "wall_seconds": 0.0,
             "host": runs.describe_host(device, torch.get_num_threads()), "dcn_backend": backend,
-            "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version()},
+            "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version(),
+                         "code": code_version()},
         }
         self.start = time.perf_counter()
 

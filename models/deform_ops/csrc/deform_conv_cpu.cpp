@@ -84,10 +84,18 @@ inline void find_corners(T y, T x, const Geometry& g, const T* image, const T* z
   }
 }
 
+// Runs of channels shorter than this take plain loops: a vector loop's set-up and horizontal sums cost more
+// than a few scalar multiply-adds (the 3-channel first layer).
+constexpr int64_t kNarrow = 8;
+
 // out[c] = sum_j w_j * v_j[c] over channels [c0, c1): one sampled column run.
 template <typename T>
 inline void blend(T* __restrict out, const T* const v[4], T w0, T w1, T w2, T w3, int64_t c0, int64_t c1) {
   const T *__restrict v0 = v[0], *__restrict v1 = v[1], *__restrict v2 = v[2], *__restrict v3 = v[3];
+  if (c1 - c0 < kNarrow) {
+    for (int64_t c = c0; c < c1; ++c) out[c] = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
+    return;
+  }
 #pragma omp simd
   for (int64_t c = c0; c < c1; ++c) out[c] = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
 }
@@ -97,8 +105,12 @@ template <typename T>
 inline void corner_dots(const T* const v[4], const T* __restrict g, int64_t c0, int64_t c1, T dot[4]) {
   const T *__restrict v0 = v[0], *__restrict v1 = v[1], *__restrict v2 = v[2], *__restrict v3 = v[3];
   T d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+  if (c1 - c0 < kNarrow) {
+    for (int64_t c = c0; c < c1; ++c) d0 += v0[c] * g[c], d1 += v1[c] * g[c], d2 += v2[c] * g[c], d3 += v3[c] * g[c];
+  } else {
 #pragma omp simd reduction(+ : d0, d1, d2, d3)
-  for (int64_t c = c0; c < c1; ++c) d0 += v0[c] * g[c], d1 += v1[c] * g[c], d2 += v2[c] * g[c], d3 += v3[c] * g[c];
+    for (int64_t c = c0; c < c1; ++c) d0 += v0[c] * g[c], d1 += v1[c] * g[c], d2 += v2[c] * g[c], d3 += v3[c] * g[c];
+  }
   dot[0] += d0, dot[1] += d1, dot[2] += d2, dot[3] += d3;
 }
 
