@@ -84,3 +84,18 @@ def test_the_shipped_benchmark_configs_parse():
     assert load_config(str(root / "benchmark_sweep.json"), BenchmarkConfig).sweep
     gpu = load_config(str(root / "benchmark_gpu.json"), BenchmarkConfig)
     assert (gpu.device, gpu.report_name) == ("cuda", "benchmark_gpu") and "cpp" not in gpu.backends  # cpp is a CPU kernel
+
+
+def test_a_spawned_measurement_sees_its_own_peak_memory_not_its_parents():
+    """getrusage's ru_maxrss would start a spawned child at the parent's resident size (and show 0 MB growth);
+    the child's own peak must show its tensors however large the parent is."""
+    import torch
+
+    from utils.experiments.sweep import measure_special
+    from utils.plumbing.isolated import call_in_process
+
+    ballast = torch.ones(96 * 2**20)  # 384 MB resident in this (the parent) process
+    ok, row = call_in_process(measure_special, "Conv2d", 2, 64, 128, 1, 1, 60.0, 0.0)
+    assert ok and ballast.sum() > 0, row
+    # The input (8 MB), the output and their gradients at least.
+    assert row["input_mb"] == 8 and row["peak_memory_mb"] >= 2 * row["input_mb"], row

@@ -144,6 +144,11 @@ def test_benchmark_writes_its_report(tmp_path, cpp_kernel):
                         "F.conv2d, channels-last", "ONNX Runtime Conv"}
     assert all(r["forward_ms"] > 0 and r["max_abs_difference"] <= 1e-4 for r in ops.values())  # all compute the same output
     assert "| ONNX Runtime DeformConv |" in md
+    breakdown = result["layer_breakdown"]  # per block and deformable model: where the cpp layer's time goes
+    assert [(r["block"], r["model"], r["shape"]) for r in breakdown] == [(1, "DeformConv2d", [2, 3, 4, 32]), (1, "DeformConv2dv2", [2, 3, 4, 32]),
+                                                                         (2, "DeformConv2d", [2, 4, 8, 32]), (2, "DeformConv2dv2", [2, 4, 8, 32])]
+    assert all(r[k] > 0 for r in breakdown for k in ("nn.Conv2d", "predictor conv", "op forward", "op forward+backward", "layer"))
+    assert "Where the time goes" in md and "| 2 | 2, 4→8, 32x32 | DeformConv2dv2 |" in md
 
 
 @pytest.mark.slow

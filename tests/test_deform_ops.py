@@ -76,6 +76,23 @@ def test_matches_torchvision_float32_relative(fast_backend, mask):
         assert (g_ours - g_ref).abs().max() / g_ref.abs().max().clamp_min(1e-12) < 1e-4
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_cpp_forward_splits_few_images_between_threads(cpp_kernel, batch):
+    """With fewer images than threads the kernel cuts an image into blocks (one per thread). The output is
+    torchvision's at 1 and at 2 threads, and bitwise the same on a repeat at the same thread count (what
+    --resume needs); across thread counts it may differ in the last bits (another GEMM split)."""
+    tensors, opts = random_inputs((batch, 8, 11, 9, 6, 3, 1, 1, 1, 1, 1), True, torch.float64, 1.5)
+    saved = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            ref, ours = both(tensors, opts, "cpp")
+            torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+            assert torch.equal(ours, both(tensors, opts, "cpp")[1])
+    finally:
+        torch.set_num_threads(saved)
+
+
 def test_integer_sampling_points_on_the_border_match(fast_backend):
     backend = fast_backend
     # Zero offsets put taps exactly on -1 and H: the border rule must agree there too (gradients included).

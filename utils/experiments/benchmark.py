@@ -7,7 +7,6 @@ alone. Times are medians of `repeats` runs after `warmup` runs; ratios to Conv2d
 import dataclasses
 import multiprocessing as mp
 import platform
-import resource
 import statistics
 import time
 from pathlib import Path
@@ -20,11 +19,11 @@ from models.network import ConvNet, count_parameters, make_conv, matched_widths
 from models.registry import VARIANTS
 from utils.engine import data as data_mod
 from utils.engine.device import resolve_backend, resolve_device
-from utils.experiments.benchmark_ops import op_inference_rows
+from utils.experiments.benchmark_ops import layer_breakdown_rows, op_inference_rows
 from utils.experiments.benchmark_report import render_markdown
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import write_json, write_text
-from utils.plumbing.isolated import call_in_process
+from utils.plumbing.isolated import call_in_process, peak_rss_mb
 from utils.plumbing.runs import describe_host
 
 
@@ -46,10 +45,6 @@ def median_ms(fn, device, warmup, repeats):
     return statistics.median(times)
 
 
-def _peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def measure_variant(variant, backend, compiled, cfg_dict, device_name):
     """All figures for one (model, backend, compiled or not); runs inside its own process. A compiled row's
     warm-up includes the compilation (warmup >= 2: one compile for training mode, one for evaluation)."""
@@ -60,7 +55,7 @@ def measure_variant(variant, backend, compiled, cfg_dict, device_name):
     y = torch.randint(0, 10, (bs,), device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    base_rss = _peak_rss_mb()
+    base_rss = peak_rss_mb()
 
     # The layer alone: the last conv of the network, on its real input size.
     in_ch = conv_ch[-2] if len(conv_ch) > 1 else 3
@@ -110,7 +105,7 @@ def measure_variant(variant, backend, compiled, cfg_dict, device_name):
     if device.type == "cuda":
         row["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        row["peak_memory_mb"] = _peak_rss_mb() - base_rss
+        row["peak_memory_mb"] = peak_rss_mb() - base_rss
     row["parameters"] = count_parameters(model)
     row["layer_parameters"] = count_parameters(layer)
     return row
@@ -235,6 +230,9 @@ def run_benchmark(cfg):
                 "widths": matched_widths(m, cfg.conv_ch)} for m in models if VARIANTS[m].match_params]
     result = {"environment": env, "results": rows, "data_pipeline": pipeline, "parameter_matched": matched,
               "op_inference": {"shape": [cfg.batch_size, in_ch, cfg.conv_ch[-1], 32], "rows": op_rows}}
+    deformable = [m for m in models if VARIANTS[m].deformable]
+    if device.type == "cpu" and "cpp" in backends and deformable:  # where the fastest backend's time goes
+        result["layer_breakdown"] = layer_breakdown_rows(cfg.batch_size, cfg.conv_ch, deformable, "cpp", median_ms, cfg.warmup, cfg.repeats)
     stem = Path(cfg.outdir) / (cfg.report_name or "benchmark")
     write_json(stem.with_suffix(".json"), result)
     report = render_markdown(result)

@@ -65,3 +65,47 @@ def op_inference_rows(batch, in_ch, out_ch, size, backends, median_ms, warmup, r
                 reference = out if reference is None else reference
                 rows.append({"op": name, "forward_ms": median_ms(fn, cpu, warmup, repeats), "max_abs_difference": (out - reference).abs().max().item()})
     return rows
+
+
+def layer_breakdown_rows(batch, conv_ch, variants, backend, median_ms, warmup, repeats):
+    """Where a deformable layer's forward+backward time goes, per conv block of the network (input as in the
+    network: the images need no gradient, later inputs do): the plain nn.Conv2d it replaces, the offset/mask
+    predictor convolution alone, the op alone (given offsets/mask; forward, and forward+backward) and the
+    whole layer. All at the same threads in one process; the excess over nn.Conv2d is what the target is about."""
+    rows, in_ch = [], 3
+    for block, out_ch in enumerate(conv_ch, start=1):
+        for variant in variants:
+            times = _breakdown_calls(variant, batch, in_ch, out_ch, block > 1, backend)
+            row = {"block": block, "shape": [batch, in_ch, out_ch, 32], "model": variant, "backend": backend}
+            row.update({name: median_ms(fn, torch.device("cpu"), warmup, repeats) for name, fn in times.items()})
+            rows.append(row)
+        in_ch = out_ch
+    return rows
+
+
+def _breakdown_calls(variant, batch, in_ch, out_ch, input_grad, backend):
+    from models.network import make_conv
+
+    torch.manual_seed(0)
+    x = torch.randn(batch, in_ch, 32, 32, requires_grad=input_grad)
+    g = torch.randn(batch, out_ch, 32, 32)
+    layer = make_conv(variant, in_ch, out_ch, backend)
+    with torch.no_grad():  # offsets and mask as after training, not the zero-initialised regular grid
+        for p in layer.predictor_parameters():
+            p.normal_(0, 0.01)
+    p_weight = torch.cat([m.weight for m in (layer.offset, layer.mask) if m is not None]).detach().requires_grad_()
+    g_pred = torch.randn(batch, p_weight.shape[0], 32, 32)
+    offset, mask = (t.detach().requires_grad_() if t is not None else None for t in layer.predict(x))
+    weight, bias = layer.weight.detach().requires_grad_(), layer.bias.detach().requires_grad_()
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(input_grad)
+
+    def op(grad):
+        with torch.set_grad_enabled(grad):
+            return deform_conv2d(x_cl, offset, weight, bias, 1, 1, 1, mask, backend=backend)
+    return {
+        "nn.Conv2d": lambda: F.conv2d(x, weight, bias, padding=1).backward(g),
+        "predictor conv": lambda: F.conv2d(x, p_weight, None, padding=1).backward(g_pred),
+        "op forward": lambda: op(False),
+        "op forward+backward": lambda: op(True).backward(g),
+        "layer": lambda: layer(x).backward(g),
+    }

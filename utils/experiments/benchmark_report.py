@@ -48,6 +48,7 @@ def render_markdown(result):
                   "|---|---|---|---|"]
         plain = next(r["forward_ms"] for r in ops["rows"] if r["op"] == "F.conv2d, NCHW")
         lines += [f"| {r['op']} | {r['forward_ms']:.1f} | {r['forward_ms'] / plain:.2f} | {r['max_abs_difference']:.1e} |" for r in ops["rows"]]
+    lines += _breakdown_lines(result.get("layer_breakdown", []))
     lines += [
         "",
         f"Data pipeline ({pipe['source']}, Conv2d training, {pipe['batches']} batches): {pipe['data_seconds']:.2f} s producing "
@@ -55,3 +56,18 @@ def render_markdown(result):
         "",
     ]
     return "\n".join(lines)
+
+
+def _breakdown_lines(rows):
+    """Where the deformable layers' time goes (benchmark_ops.layer_breakdown_rows), block by block."""
+    if not rows:
+        return []
+    lines = ["", f"Where the time goes (backend `{rows[0]['backend']}`, forward+backward ms unless marked; op = the deformable op alone "
+             "with given offsets/mask; predictor = its offset/mask convolution alone; excess = layer - nn.Conv2d):", "",
+             "| block | batch, in→out, size | model | nn.Conv2d | predictor conv | op forward | op fwd+bwd | layer | excess |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        n, i, o, size = r["shape"]
+        lines.append(f"| {r['block']} | {n}, {i}→{o}, {size}x{size} | {r['model']} | {r['nn.Conv2d']:.1f} | {r['predictor conv']:.1f} | "
+                     f"{r['op forward']:.1f} | {r['op forward+backward']:.1f} | {r['layer']:.1f} | {r['layer'] - r['nn.Conv2d']:+.1f} |")
+    return lines

@@ -16,7 +16,6 @@ and the larger points of that axis are skipped for that implementation (torchvis
 this early). Two special cases run in a process each, so the peak memory is theirs alone: a batch-1
 layer with a 1x1 output and the `sweep_large` shape.
 """
-import resource
 import statistics
 import time
 
@@ -27,7 +26,7 @@ from models.deformable_conv import DeformableConv
 from utils.engine.device import resolve_backend
 from utils.experiments.benchmark_ops import onnxruntime_op
 from utils.plumbing.errors import UserError
-from utils.plumbing.isolated import call_in_process
+from utils.plumbing.isolated import call_in_process, peak_rss_mb
 
 AXES = ("batch", "channels", "resolution")
 
@@ -129,15 +128,11 @@ def _measure_point(impl, shape, threads, cfg, axis, over):
     return out
 
 
-def _peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def measure_special(impl, batch, channels, size, threads, repeats, max_call_s, min_time_s):
     """One implementation at one shape in this (fresh) process: times and the peak resident memory above
     the process's own before any tensor was made (inputs, outputs and gradients included)."""
     torch.set_num_threads(threads)
-    base = _peak_rss_mb()
+    base = peak_rss_mb()
     case = _case(impl, batch, channels, size, threads)
     if case is None:
         return {"skipped": "onnx/onnxruntime not installed"}
@@ -145,15 +140,15 @@ def measure_special(impl, batch, channels, size, threads, repeats, max_call_s, m
     for kind in ("forward", "forward_backward"):
         if case[kind] is not None:
             row[f"{kind}_ms"], row[f"{kind}_calls"] = timed(case[kind], repeats, max_call_s, min_time_s)
-    row["peak_memory_mb"] = _peak_rss_mb() - base
+    row["peak_memory_mb"] = peak_rss_mb() - base
     row["input_mb"] = batch * channels * size * size * 4 / 2**20
     return row
 
 
 def special_cases(cfg, backends, rows):
     """The 1x1-output batch-1 case and the large case, for every implementation the sweep never had to
-    skip (one that did would take minutes per call at the large shape)."""
-    slow = {r["impl"] for r in rows if r["too_slow"]}
+    skip a point of (one that had would take minutes per call at the large shape: torchvision's)."""
+    slow = {r["impl"] for r in rows if any("took over" in why for why in r["skipped"].values())}
     cases = [("1x1 output, batch 1", (1, cfg.sweep_base_channels, 1)), ("large", tuple(cfg.sweep_large))]
     threads = max(cfg.sweep_threads)
     out = []

@@ -212,7 +212,11 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& offset, const c10:
   const auto segs = channel_segments(g);
   const at::Tensor w_mat = weight_matrix(weight, g);
   at::Tensor out = at::empty({g.n, g.out_ch, g.ho * g.wo}, input.options());
-  const int64_t plane = g.ho * g.wo, block = g.block_pixels(), blocks = (plane + block - 1) / block;
+  // With fewer images than threads, each image is cut into as many blocks as it needs for every thread to
+  // get work (batch-1 inference would otherwise run on one core).
+  const int64_t plane = g.ho * g.wo, per_image = (at::get_num_threads() + g.n - 1) / g.n;
+  const int64_t block = std::max<int64_t>(1, std::min(g.block_pixels(), (plane + per_image - 1) / per_image));
+  const int64_t blocks = (plane + block - 1) / block;
   const int64_t og_out = g.out_ch / g.groups, k_cpg = g.taps() * (g.c / g.groups);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv_cpu_forward", [&] {
     const std::vector<scalar_t> zeros(g.c, 0);
