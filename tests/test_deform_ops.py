@@ -93,6 +93,17 @@ def test_cpp_forward_splits_few_images_between_threads(cpp_kernel, batch):
         torch.set_num_threads(saved)
 
 
+def test_cpp_images_larger_than_one_block_match(cpp_kernel):
+    """An image whose columns exceed the kernel's block (2^22 entries: here 96x96 pixels x 64 channels x 9
+    taps = 5.3 M) is done in several blocks, forward and backward: still torchvision's values and gradients."""
+    tensors, opts = random_inputs((1, 64, 96, 96, 4, 3, 1, 1, 1, 1, 1), True, torch.float64, 1.5)
+    ref, ours = both(tensors, opts, "cpp")
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    grad = torch.randn_like(ref)
+    for g_ref, g_ours in zip(torch.autograd.grad(ref, tensors, grad), torch.autograd.grad(ours, tensors, grad)):
+        torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-9)
+
+
 def test_integer_sampling_points_on_the_border_match(fast_backend):
     backend = fast_backend
     # Zero offsets put taps exactly on -1 and H: the border rule must agree there too (gradients included).
