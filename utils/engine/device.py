@@ -33,6 +33,18 @@ def resolve_backend(name, device, variant=None):
     return name
 
 
+def usable_backends(names, device):
+    """The backends of `names` that run here, resolved; each one that cannot (cpp on a GPU, or without a C++
+    compiler) is skipped with a line saying why, so a benchmark measures the others."""
+    usable = []
+    for name in names:
+        try:
+            usable.append(resolve_backend(name, device))
+        except UserError as e:
+            print(f"skipping dcn_backend {name}: {e}")
+    return usable
+
+
 def backend_note(backend):
     """For log lines: the deformable op in use (and why, when the C++ kernel was skipped), nothing for Conv2d."""
     if backend is None:

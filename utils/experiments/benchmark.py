@@ -18,7 +18,7 @@ import torchvision
 from models.network import ConvNet, count_parameters, make_conv, matched_widths
 from models.registry import VARIANTS
 from utils.engine import data as data_mod
-from utils.engine.device import resolve_backend, resolve_device
+from utils.engine.device import resolve_backend, resolve_device, usable_backends
 from utils.experiments.benchmark_ops import layer_breakdown_rows, op_inference_rows
 from utils.experiments.benchmark_report import render_markdown
 from utils.plumbing.errors import UserError
@@ -189,10 +189,11 @@ def run_sweep_benchmark(cfg):
     sweep["implementations"] = implementations(sweep["backends"])
     sweep["base"] = {"batch": cfg.batch_size, "channels": cfg.sweep_base_channels, "resolution": cfg.sweep_base_resolution}
     result, stem = {"environment": env, "sweep": sweep}, Path(cfg.outdir) / (cfg.report_name or "benchmark_sweep")
+    report = render_sweep(result)
     write_json(stem.with_suffix(".json"), result)
-    write_text(stem.with_suffix(".md"), render_sweep(result))
+    write_text(stem.with_suffix(".md"), report)
     plot_sweep(result, stem.with_suffix(".png"))
-    print(render_sweep(result))
+    print(report)
     print(f"wrote {stem}.json, {stem}.md and {stem}.png")
     return result
 
@@ -201,12 +202,7 @@ def run_benchmark(cfg):
     if cfg.sweep:
         return run_sweep_benchmark(cfg)
     device = resolve_device(cfg.device)
-    backends = []
-    for backend in cfg.backends:
-        try:
-            backends.append(resolve_backend(backend, device))
-        except UserError as e:  # e.g. "cpp" on a GPU, or where no C++ compiler is installed: measure the others
-            print(f"skipping dcn_backend {backend}: {e}")
+    backends = usable_backends(cfg.backends, device)
     # Plain variants once; deformable ones once per backend. The first row (Conv2d) is the reference.
     models = ["Conv2d"] + [m for m in cfg.models if m != "Conv2d"]
     variants = [(m, b, False) for m in models for b in (backends if VARIANTS[m].deformable else [None])]

@@ -23,9 +23,8 @@ import torch
 
 from models.deform_ops import deform_conv2d
 from models.deformable_conv import DeformableConv
-from utils.engine.device import resolve_backend
+from utils.engine.device import usable_backends
 from utils.experiments.benchmark_ops import onnxruntime_op
-from utils.plumbing.errors import UserError
 from utils.plumbing.isolated import call_in_process, peak_rss_mb
 
 AXES = ("batch", "channels", "resolution")
@@ -166,12 +165,6 @@ def special_cases(cfg, backends, rows):
 
 def run_sweep(cfg):
     """The sweep on the CPU: {"rows": [...], "special": [...], "backends": [...]}."""
-    cpu = torch.device("cpu")
-    backends = []
-    for backend in cfg.backends:
-        try:
-            backends.append(resolve_backend(backend, cpu))
-        except UserError as e:
-            print(f"skipping dcn_backend {backend}: {e}")
+    backends = usable_backends(cfg.backends, torch.device("cpu"))
     rows = measure_sweep(cfg, backends)
     return {"rows": rows, "special": special_cases(cfg, backends, rows), "backends": backends}
