@@ -32,13 +32,26 @@ def onnxruntime_op(op_type, inputs, out_shape, threads):
     return lambda: torch.from_numpy(session.run(None, feed)[0])
 
 
+def op_inputs(batch, in_ch, out_ch, size):
+    """Input, weight, bias, offsets (about a pixel) and mask in (0, 1) of one 3x3 layer, from the current seed."""
+    x = torch.randn(batch, in_ch, size, size)
+    weight, bias = torch.randn(out_ch, in_ch, 3, 3) * 0.05, torch.randn(out_ch)
+    offset, mask = torch.randn(batch, 18, size, size), torch.rand(batch, 9, size, size)
+    return x, weight, bias, offset, mask
+
+
+def perturb_predictors(layer):
+    """Small non-zero offset/mask predictors, as after training (their zero init samples the regular grid)."""
+    with torch.no_grad():
+        for p in layer.predictor_parameters():
+            p.normal_(0, 0.01)
+
+
 def op_inference_rows(batch, in_ch, out_ch, size, backends, median_ms, warmup, repeats):
     """[{"op", "forward_ms", "max_abs_difference"}] for one layer shape on the CPU. Differences are to the first
     deformable row (torchvision's op by default) or to the first plain one, so a row computing something else shows."""
     torch.manual_seed(0)
-    x = torch.randn(batch, in_ch, size, size)
-    weight, bias = torch.randn(out_ch, in_ch, 3, 3) * 0.05, torch.randn(out_ch)
-    offset, mask = torch.randn(batch, 18, size, size), torch.rand(batch, 9, size, size)
+    x, weight, bias, offset, mask = op_inputs(batch, in_ch, out_ch, size)
     out_shape, threads, cpu = (batch, out_ch, size, size), torch.get_num_threads(), torch.device("cpu")
     deformable, plain = {}, {}
     for backend in backends:
@@ -90,9 +103,7 @@ def _breakdown_calls(variant, batch, in_ch, out_ch, input_grad, backend):
     x = torch.randn(batch, in_ch, 32, 32, requires_grad=input_grad)
     g = torch.randn(batch, out_ch, 32, 32)
     layer = make_conv(variant, in_ch, out_ch, backend)
-    with torch.no_grad():  # offsets and mask as after training, not the zero-initialised regular grid
-        for p in layer.predictor_parameters():
-            p.normal_(0, 0.01)
+    perturb_predictors(layer)
     p_weight = torch.cat([m.weight for m in (layer.offset, layer.mask) if m is not None]).detach().requires_grad_()
     g_pred = torch.randn(batch, p_weight.shape[0], 32, 32)
     offset, mask = (t.detach().requires_grad_() if t is not None else None for t in layer.predict(x))

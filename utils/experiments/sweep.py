@@ -24,7 +24,7 @@ import torch
 from models.deform_ops import deform_conv2d
 from models.deformable_conv import DeformableConv
 from utils.engine.device import usable_backends
-from utils.experiments.benchmark_ops import onnxruntime_op
+from utils.experiments.benchmark_ops import onnxruntime_op, op_inputs, perturb_predictors
 from utils.plumbing.isolated import call_in_process, peak_rss_mb
 
 AXES = ("batch", "channels", "resolution")
@@ -37,21 +37,19 @@ def implementations(backends):
 def _case(impl, batch, channels, size, threads):
     """{"forward": fn, "forward_backward": fn or None} for one implementation at one shape (CPU)."""
     torch.manual_seed(0)
-    x = torch.randn(batch, channels, size, size, requires_grad=True)
     if impl == "Conv2d" or impl.startswith("DCNv2"):
-        layer = torch.nn.Conv2d(channels, channels, 3, padding=1) if impl == "Conv2d" else \
-            DeformableConv(channels, channels, 3, padding=1, modulated=True, backend=impl.split(", ")[1])
-        with torch.no_grad():  # non-zero predictors: offsets and mask as after training, not the zero-init grid
-            for p in layer.predictor_parameters() if impl != "Conv2d" else ():
-                p.normal_(0, 0.01)
+        x = torch.randn(batch, channels, size, size, requires_grad=True)
+        if impl == "Conv2d":
+            layer = torch.nn.Conv2d(channels, channels, 3, padding=1)
+        else:
+            layer = DeformableConv(channels, channels, 3, padding=1, modulated=True, backend=impl.split(", ")[1])
+            perturb_predictors(layer)
 
         def forward():
             with torch.no_grad():
                 layer(x)
         return {"forward": forward, "forward_backward": lambda: layer(x).sum().backward()}
-    weight, bias = torch.randn(channels, channels, 3, 3) * 0.05, torch.randn(channels)
-    offset, mask = torch.randn(batch, 18, size, size), torch.rand(batch, 9, size, size)
-    x = x.detach()
+    x, weight, bias, offset, mask = op_inputs(batch, channels, channels, size)
     if impl == "op, cpp":
         x_cl = x.contiguous(memory_format=torch.channels_last)
 

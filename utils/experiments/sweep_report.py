@@ -101,6 +101,15 @@ def _ort_lines(rows, impls):
             *(["Slower at: " + ", ".join(str(k) for k in slower) + "."] if slower else []), ""]
 
 
+def _curve(rows, impl, axis, threads, kind, base):
+    """[(x, ms)] of one line of the figure: along `axis` at `threads`, or for axis "threads" the base shape
+    at every thread count."""
+    if axis != "threads":
+        return _series(rows, impl, axis, threads, kind)
+    return [(r["threads"], r[f"{kind}_ms"]) for r in rows
+            if r["axis"] == "batch" and r["batch"] == base["batch"] and r["impl"] == impl and r[f"{kind}_ms"] is not None]
+
+
 def plot_sweep(result, path):
     """Rows: forward ms, forward+backward ms, forward+backward × nn.Conv2d; columns: batch, channels,
     resolution (log-log), threads. Solid: the most threads, dotted: one thread."""
@@ -110,22 +119,16 @@ def plot_sweep(result, path):
     fig, axes = plt.subplots(3, 4, figsize=(18, 11), squeeze=False)
     for col, axis in enumerate(AXES + ("threads",)):
         for i, impl in enumerate(impls):
-            for t in threads:
+            for t in threads[-1:] if axis == "threads" else threads:  # the threads column: one curve over threads
                 style = dict(color=f"C{i}", ls="-" if t == threads[-1] else ":", marker="o", ms=3)
+                conv = dict(_curve(rows, "Conv2d", axis, t, "forward_backward", base))
                 for row, (kind, _) in enumerate(KINDS):
-                    if axis == "threads":
-                        pts = [(r["threads"], r[f"{kind}_ms"]) for r in rows if r["axis"] == "batch" and r["batch"] == base["batch"]
-                               and r["impl"] == impl and r[f"{kind}_ms"] is not None]
-                        if t != threads[-1]:
-                            continue
-                    else:
-                        pts = _series(rows, impl, axis, t, kind)
-                    if pts:
-                        axes[row][col].plot(*zip(*pts), label=f"{impl}" if t == threads[-1] else None, **style)
-                    conv = dict(_series(rows, "Conv2d", axis, t, "forward_backward")) if axis != "threads" else \
-                        {r["threads"]: r["forward_backward_ms"] for r in rows if r["axis"] == "batch" and r["batch"] == base["batch"] and r["impl"] == "Conv2d"}
-                    if row == 1 and impl.startswith("DCNv2") and pts:
-                        ratio = [(x, ms / conv[x]) for x, ms in pts if conv.get(x)]
+                    pts = _curve(rows, impl, axis, t, kind, base)
+                    if not pts:
+                        continue
+                    axes[row][col].plot(*zip(*pts), label=impl if t == threads[-1] else None, **style)
+                    ratio = [(x, ms / conv[x]) for x, ms in pts if conv.get(x)]
+                    if kind == "forward_backward" and impl.startswith("DCNv2") and ratio:
                         axes[2][col].plot(*zip(*ratio), **style)
         for row, label in enumerate(["forward ms", "forward+backward ms", "forward+backward × nn.Conv2d"]):
             ax = axes[row][col]
