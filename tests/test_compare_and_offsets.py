@@ -38,6 +38,7 @@ def test_aggregation_math_and_significance():
     assert conv["best_val_accuracy_mean"] == pytest.approx(0.4)
     assert rows[2]["best_val_accuracy_mean"] == pytest.approx(0.5)
     assert conv["train_seconds_per_epoch"] == pytest.approx(10.5)  # median of 10, 11, 10, 11, 10, 11
+    assert conv["train_seconds_fastest_epoch"] == 10.0
     by_pair = {(p["a"], p["b"]): p for p in pairs}
     dcn = by_pair[("Conv2d", "DeformConv2d")]
     assert dcn["difference"] == pytest.approx(-0.10) and dcn["paired_seeds"] == 3
