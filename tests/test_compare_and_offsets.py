@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_train_config, run_script, write_config
+from conftest import ROOT, make_train_config, run_script, write_config
 from scipy import stats
 
 from models.deform_ops import cpp
@@ -176,3 +176,14 @@ def test_benchmark_skips_a_backend_it_cannot_run(tmp_path, monkeypatch, capsys):
     rows = run_benchmark(cfg)["results"]
     assert [(r["model"], r["backend"]) for r in rows] == [("Conv2d", "-"), ("DeformConv2d", "gather"), ("DeformConv2dv2", "gather")]
     assert 'skipping dcn_backend cpp: "dcn_backend": "cpp" could not be built here (no compiler)' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stem", ["benchmark", "benchmark_gpu", "benchmark_gpu_b256"])
+def test_published_benchmark_reports_are_what_their_measurements_render(stem):
+    """result/<stem>.md is the report of result/<stem>.json (no hand edits), and a speed ratio below 1 reads
+    as "slower", never as "0.1x faster" (on a GPU, gather is far slower than torchvision's CUDA kernel)."""
+    from utils.experiments.benchmark_report import _speed, render_markdown
+
+    result = json.loads((ROOT / "result" / f"{stem}.json").read_text())
+    assert (ROOT / "result" / f"{stem}.md").read_text() == render_markdown(result)
+    assert (_speed(2.0), _speed(0.1)) == ("2.0x faster", "10.0x slower")

@@ -3,6 +3,11 @@ torchvision's op, the parameter-matched control's count and the data pipeline's 
 from models.registry import VARIANTS
 
 
+def _speed(ratio):
+    """A speed ratio (other's time / ours) in words that read right both ways: 2.0x faster, 10.0x slower."""
+    return f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
+
+
 def render_markdown(result):
     env, rows, pipe = result["environment"], result["results"], result["data_pipeline"]
     matched = result.get("parameter_matched", [])
@@ -32,10 +37,8 @@ def render_markdown(result):
         for backend in ("gather", "cpp"):
             ours = by_key.get((name, backend))
             if tv and ours:
-                lines.append(
-                    f"\n{name}: `{backend}` is {tv['layer_forward_backward_ms'] / ours['layer_forward_backward_ms']:.1f}x faster than "
-                    f"`torchvision` for the layer (fwd+bwd) and {tv['train_step_ms'] / ours['train_step_ms']:.1f}x for the train step."
-                )
+                layer, step = (tv[k] / ours[k] for k in ("layer_forward_backward_ms", "train_step_ms"))
+                lines.append(f"\n{name}: `{backend}` against `torchvision`: layer (fwd+bwd) {_speed(layer)}, train step {_speed(step)}.")
     for m in matched:
         lines.append(f"\n{m['model']}: widths {m['widths']} (conv_ch {env['conv_ch']} scaled by one factor), {m['parameters']:,} parameters = "
                      f"{100 * m['parameters'] / m['target_parameters']:.1f}% of {m['target']}'s {m['target_parameters']:,}.")
