@@ -113,6 +113,8 @@ def test_progress_estimate_uses_each_variants_epoch_time():
     rough = ProtocolProgress("p", 2, {("A", 0): 1, ("B", 0): 0}, {"A": [30.0]})
     assert rough.eta_seconds() == (1 * 30 + 2 * 30, True)  # B borrows A's time: marked rough
     assert ProtocolProgress("p", 2, {("A", 0): 0}, {}).eta_seconds() == (None, True)
+    paused = ProtocolProgress("p", 4, {("A", 0): 3}, {"A": [60.0, 62.0, 6000.0]})  # one epoch spanned a pause
+    assert paused.eta_seconds() == (62.0, False)  # the median: the paused epoch does not drag the estimate
     assert "left ~1m30s" in rough.line("A", 0)
     assert duration(3 * 3600 + 5 * 60 + 20) == "3h05m" and duration(59) == "0m59s"
     for p in (progress, rough):

@@ -1,9 +1,12 @@
 """Where a long comparison stands: runs and epochs done out of the total, elapsed time, estimated time left.
 
-The estimate multiplies each run's remaining epochs by the measured mean epoch time (training +
-validation) of its variant; a variant with no measured epoch yet borrows the mean of all measured epochs,
-and the line says the estimate is rough until every variant has one.
+The estimate multiplies each run's remaining epochs by the measured median epoch time (training +
+validation) of its variant; a variant with no measured epoch yet borrows the median of all measured epochs,
+and the line says the estimate is rough until every variant has one. The median, not the mean: a protocol
+that runs for a day shares its machine, and an epoch that spanned a pause (SIGSTOP) or a benchmark beside
+it would drag a mean for the rest of the run.
 """
+import statistics
 import time
 
 from tqdm import tqdm
@@ -39,12 +42,12 @@ class ProtocolProgress:
         measured = [t for times in self.epoch_seconds.values() for t in times]
         if not measured:
             return None, True
-        fallback = sum(measured) / len(measured)
+        fallback = statistics.median(measured)
         left, rough = 0.0, False
         for (variant, _), epochs in self.done.items():
             times = self.epoch_seconds.get(variant)
             rough |= not times and epochs < self.num_epoch
-            left += (self.num_epoch - epochs) * (sum(times) / len(times) if times else fallback)
+            left += (self.num_epoch - epochs) * (statistics.median(times) if times else fallback)
         return left, rough
 
     def line(self, variant, seed):
