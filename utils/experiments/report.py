@@ -80,9 +80,10 @@ def render(cfg, rows, pairs, environment):
             f"± {_fmt(r['test_accuracy_ci95'], '.4f')} | {', '.join(f'{a:.4f}' for a in r['test_accuracies'])} | "
             f"{r['best_val_accuracy_mean']:.4f} | {r['parameters']:,} | {r['train_seconds_per_epoch']:.1f} | {r['train_seconds_fastest_epoch']:.1f} | "
             f"{r['inference_images_per_s']:.0f} | {r['epochs']} |")
+    holm = f"Holm-corrected over the {len(pairs)} pairs" if len(pairs) > 1 else "a single pair, so Holm changes nothing"
     lines += ["", f"Is a difference larger than the seed-to-seed spread? Two-sided paired t-test on the per-seed test accuracies "
               f"(a seed fixes the split and the batch order, shared by every variant), "
-              f"{f'Holm-corrected over the {len(pairs)} pairs' if len(pairs) > 1 else 'a single pair, so Holm changes nothing'}, "
+              f"{holm}, "
               f"α = {ALPHA}; Welch's unpaired test for reference. With {len(cfg.seeds)} seeds only large differences are detectable.", "",
               "| A − B | difference | seeds paired | p (paired) | p (paired, Holm) | p (Welch) | larger than the spread? |",
               "|---|---|---|---|---|---|---|"]
