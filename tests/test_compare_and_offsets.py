@@ -30,7 +30,17 @@ def test_aggregation_math_and_significance():
         "DeformConv2d": [fake_run(s, a, [0.3, 0.6]) for s, a in enumerate((0.60, 0.61, 0.62))],
         "DeformConv2dv2": [fake_run(s, a, [0.5, 0.45]) for s, a in enumerate((0.49, 0.53, 0.52))],
     }
-    rows, pairs = summarize(runs)
+    runs["Conv2d"][1]["record"] = {"segments": [
+        {"host": {"device": "cpu", "cpu": "AMD EPYC", "cpus": 2, "cpu_isa": "avx512", "torch_threads": 2}, "versions": {"code": "abc"}},
+        {"host": {"device": "cuda:0"}, "versions": {"code": "def"}}]}
+    rows, pairs, per_run = summarize(runs)
+    assert [(r["model"], r["seed"]) for r in per_run][:4] == [("Conv2d", 0), ("Conv2d", 1), ("Conv2d", 2), ("DeformConv2d", 0)]
+    one = per_run[1]
+    assert one["test_accuracy"] == 0.52 and one["best_val_accuracy"] == 0.4 and one["best_val_epoch"] == 2
+    assert one["training_minutes"] == pytest.approx((11 + 12) / 60)  # training + validation and one["train_seconds_fastest_epoch"] == 10.0
+    assert one["segments"] == 2 and one["hosts"] == ["AMD EPYC (2 CPUs, avx512, 2 torch threads)", "cuda:0"] and one["code"] == ["abc", "def"]
+    assert per_run[0]["segments"] == 0 and per_run[0]["hosts"] == []  # no run.json: nothing claimed
+    assert per_run[8]["best_val_epoch"] == 1  # DeformConv2dv2's validation accuracy peaked at epoch 1
     conv = rows[0]
     assert conv["test_accuracy_mean"] == pytest.approx(0.51)
     assert conv["test_accuracy_std"] == pytest.approx(0.01)
@@ -80,7 +90,10 @@ def test_compare_end_to_end_then_resumes_only_what_is_missing(tmp_path, syntheti
     assert all(m["seeds"] == 2 and m["epochs"] == 2 for m in report["models"])
     assert len(report["pairs"]) == 3 and all(p["paired_seeds"] == 2 for p in report["pairs"])
     assert all(m["robustness"]["images"] == 50 and set(m["robustness"]["accuracy"]) == {"clean", *TRANSFORMS} for m in report["models"])
+    assert [(r["model"], r["seed"]) for r in report["runs"]][:3] == [("Conv2d", 0), ("Conv2d", 1), ("DeformConv2d", 0)]
+    assert all(r["segments"] == 1 and r["hosts"] and r["test_images"] == 50 for r in report["runs"])  # from each run.json
     md = (out / "comparison.md").read_text()
+    assert "| DeformConv2dv2 | 1 | " in md.split("Every run")[1]
     assert "protocol `tiny`" in md and "Holm-corrected over the 3 pairs" in md and "| DeformConv2dv2 | " in md.split("Geometric robustness")[1]
 
     # Remove one run's test results and interrupt another run's training: only those are redone.

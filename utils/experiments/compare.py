@@ -17,7 +17,7 @@ from utils.engine.train import train
 from utils.experiments.cluster import submit_all
 from utils.experiments.figures import plot_comparison_accuracy, plot_comparison_curves, plot_comparison_per_class, plot_robustness
 from utils.experiments.progress import ProtocolProgress
-from utils.experiments.report import render, summarize
+from utils.experiments.report import describe_host, render, summarize
 from utils.plumbing.config import TestConfig, TrainConfig
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import write_csv, write_json, write_text
@@ -141,9 +141,7 @@ def environment(runs):
     for r in (r for rs in runs.values() for r in rs):
         for seg in (r["record"] or {}).get("segments", []):
             if "host" in seg:
-                h = seg["host"]
-                isa = f", {h['cpu_isa']}" if h.get("cpu_isa") else ""
-                hosts.add(f"{h['cpu']} ({h['cpus']} CPUs{isa}, {h['torch_threads']} torch threads)" if h["device"] == "cpu" else h["device"])
+                hosts.add(describe_host(seg["host"]))
                 versions.add(f"torch {seg['versions']['torch']}")
     metrics = [r["metrics"] for rs in runs.values() for r in rs]
     backends = sorted({m["dcn_backend"] for m in metrics if m.get("dcn_backend")})  # None for plain runs
@@ -158,11 +156,11 @@ def aggregate(cfg):
     if not runs:
         raise UserError(f"no finished runs under {cfg.outdir}; run compare.py without \"aggregate_only\" first")
     env = environment(runs)
-    rows, pairs = summarize(runs)
+    rows, pairs, per_run = summarize(runs)
     out = ProtocolLayout(cfg.outdir)
-    write_json(out.file("comparison.json"), {"protocol": cfg.protocol, "config": dataclasses.asdict(cfg), "models": rows, "pairs": pairs, "environment": env})
+    write_json(out.file("comparison.json"), {"protocol": cfg.protocol, "config": dataclasses.asdict(cfg), "models": rows, "pairs": pairs, "runs": per_run, "environment": env})
     write_csv(out.file("comparison.csv"), [{k: v for k, v in r.items() if not isinstance(v, (list, dict)) and v is not None} for r in rows])
-    report = render(cfg, rows, pairs, env)
+    report = render(cfg, rows, pairs, per_run, env)
     write_text(out.file("comparison.md"), report)
     plot_comparison_curves(runs, out.file("comparison_curves.png"), cfg.protocol)
     plot_comparison_accuracy(rows, out.file("comparison_accuracy.png"), cfg.protocol)

@@ -23,11 +23,34 @@ def _robustness(rs):
     return {"images": reports[0]["images"], "accuracy": out}
 
 
+def describe_host(host):
+    """One segment's machine in words, as run.json records it."""
+    if host["device"] != "cpu":
+        return host["device"]
+    isa = f", {host['cpu_isa']}" if host.get("cpu_isa") else ""
+    return f"{host['cpu']} ({host['cpus']} CPUs{isa}, {host['torch_threads']} torch threads)"
+
+
+def _run_row(name, r):
+    """One finished run: its result, and where and how long it trained (from its history and run.json)."""
+    train_s = [h["train_seconds"] for h in r["history"]]  # per epoch, as the variant rows measure it
+    best = max(r["history"], key=lambda h: h["val_accuracy"])
+    segments = (r.get("record") or {}).get("segments", [])
+    m = r["metrics"]
+    return {"model": name, "seed": r["seed"], "test_accuracy": m["accuracy"], "test_images": m.get("test_images"),
+            "best_val_accuracy": best["val_accuracy"], "best_val_epoch": best["epoch"],
+            "training_minutes": sum(h["train_seconds"] + h["val_seconds"] for h in r["history"]) / 60,
+            "train_seconds_per_epoch": float(np.median(train_s)), "train_seconds_fastest_epoch": min(train_s), "segments": len(segments),
+            "hosts": sorted({describe_host(s["host"]) for s in segments if "host" in s}),
+            "code": [s["versions"]["code"] for s in segments if s.get("versions", {}).get("code")]}
+
+
 def summarize(runs):
-    """runs: {variant: [{"seed", "history", "metrics"}, ...]} -> (rows, pairs)."""
-    rows = []
+    """runs: {variant: [{"seed", "history", "metrics", "record"}, ...]} -> (rows, pairs, per_run)."""
+    rows, per_run = [], []
     for name, rs in runs.items():
         rs = sorted(rs, key=lambda r: r["seed"])
+        per_run += [_run_row(name, r) for r in rs]
         acc = [r["metrics"]["accuracy"] for r in rs]
         mean, ci = mean_ci(acc)
         rows.append({
@@ -54,14 +77,14 @@ def summarize(runs):
     for pair, adjusted in zip(pairs, holm([p["p_paired"] for p in pairs])):
         pair["p_paired_holm"] = adjusted
         pair["significant"] = bool(adjusted < ALPHA) if not math.isnan(adjusted) else False
-    return rows, pairs
+    return rows, pairs, per_run
 
 
 def _fmt(value, spec):
     return "n/a" if isinstance(value, float) and math.isnan(value) else format(value, spec)
 
 
-def render(cfg, rows, pairs, environment):
+def render(cfg, rows, pairs, per_run, environment):
     data = "all 50,000" if cfg.train_subset is None else f"a stratified subset of {cfg.train_subset:,}"
     ablation = "".join([f", deformable_layers {cfg.deformable_layers}" if cfg.deformable_layers is not None else "",
                         f", offset_lr_mult {cfg.offset_lr_mult}" if cfg.offset_lr_mult != 1.0 else ""])
@@ -80,6 +103,15 @@ def render(cfg, rows, pairs, environment):
             f"± {_fmt(r['test_accuracy_ci95'], '.4f')} | {', '.join(f'{a:.4f}' for a in r['test_accuracies'])} | "
             f"{r['best_val_accuracy_mean']:.4f} | {r['parameters']:,} | {r['train_seconds_per_epoch']:.1f} | {r['train_seconds_fastest_epoch']:.1f} | "
             f"{r['inference_images_per_s']:.0f} | {r['epochs']} |")
+    lines += ["", "Every run: training time is every epoch's training and validation, summed over the run's segments (each start "
+              "or resume; its run.json names the machine and the git commit of every segment); train s/epoch as above.", "",
+              "| model | seed | test accuracy | best val acc (epoch) | training time | segments | train s/epoch (median / fastest) | trained on |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in per_run:
+        correct = f" ({round(r['test_accuracy'] * r['test_images']):,} / {r['test_images']:,})" if r["test_images"] else ""
+        lines.append(f"| {r['model']} | {r['seed']} | {r['test_accuracy']:.4f}{correct} | {r['best_val_accuracy']:.4f} ({r['best_val_epoch']}) | "
+                     f"{r['training_minutes']:.0f} min | {r['segments']} | {r['train_seconds_per_epoch']:.0f} / {r['train_seconds_fastest_epoch']:.0f} | "
+                     f"{'; '.join(r['hosts']) or 'n/a'} |")
     holm = f"Holm-corrected over the {len(pairs)} pairs" if len(pairs) > 1 else "a single pair, so Holm changes nothing"
     lines += ["", f"Is a difference larger than the seed-to-seed spread? Two-sided paired t-test on the per-seed test accuracies "
               f"(a seed fixes the split and the batch order, shared by every variant), "
