@@ -37,7 +37,8 @@ def test_aggregation_math_and_significance():
     assert [(r["model"], r["seed"]) for r in per_run][:4] == [("Conv2d", 0), ("Conv2d", 1), ("Conv2d", 2), ("DeformConv2d", 0)]
     one = per_run[1]
     assert one["test_accuracy"] == 0.52 and one["best_val_accuracy"] == 0.4 and one["best_val_epoch"] == 2
-    assert one["training_minutes"] == pytest.approx((11 + 12) / 60)  # training + validation and one["train_seconds_fastest_epoch"] == 10.0
+    assert one["training_minutes"] == pytest.approx((11 + 12) / 60)  # training + validation
+    assert one["train_seconds_fastest_epoch"] == 10.0 and one["train_seconds_per_epoch"] == 10.5  # training alone, like the variant rows
     assert one["segments"] == 2 and one["hosts"] == ["AMD EPYC (2 CPUs, avx512, 2 torch threads)", "cuda:0"] and one["code"] == ["abc", "def"]
     assert per_run[0]["segments"] == 0 and per_run[0]["hosts"] == []  # no run.json: nothing claimed
     assert per_run[8]["best_val_epoch"] == 1  # DeformConv2dv2's validation accuracy peaked at epoch 1
