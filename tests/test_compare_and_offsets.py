@@ -8,6 +8,7 @@ from scipy import stats
 
 from models.deform_ops import cpp
 from utils.engine.robustness import TRANSFORMS
+from utils.experiments import figures
 from utils.experiments.compare import compare
 from utils.experiments.offsets import visualize
 from utils.experiments.report import summarize
@@ -79,6 +80,21 @@ def tiny_compare_config(tmp_path, **overrides):
 
 
 @pytest.mark.slow
+def test_accuracy_figure_keeps_wide_error_bars_and_their_labels_inside(tmp_path, monkeypatch):
+    # Two seeds far apart give a 95 % CI wider than the seeds' own range: the axis must still hold the whole bar,
+    # the whole error bar and the mean's label above it.
+    rows, _, _ = summarize({"Conv2d": [fake_run(0, 0.52, [0.5]), fake_run(1, 0.53, [0.5])],
+                            "DeformConv2d": [fake_run(0, 0.65, [0.6]), fake_run(1, 0.63, [0.6])]})
+    kept = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: kept.append(fig))
+    figures.plot_comparison_accuracy(rows, tmp_path / "acc.png", "test")
+    ax = kept[0].axes[0]
+    low, high = ax.get_ylim()
+    for r in rows:
+        assert low <= r["test_accuracy_mean"] - r["test_accuracy_ci95"] and r["test_accuracy_mean"] + r["test_accuracy_ci95"] < high
+    assert all(low <= t.get_position()[1] < high for t in ax.texts) and len(ax.texts) == 2
+
+
 def test_compare_end_to_end_then_resumes_only_what_is_missing(tmp_path, synthetic_data, capsys):
     cfg = tiny_compare_config(tmp_path)
     compare(cfg)
