@@ -11,7 +11,7 @@ from utils.engine.robustness import TRANSFORMS
 from utils.experiments import figures
 from utils.experiments.compare import compare
 from utils.experiments.offsets import visualize
-from utils.experiments.report import summarize
+from utils.experiments.report import render, summarize
 from utils.experiments.stats import holm, mean_ci, paired, welch
 from utils.plumbing.config import BenchmarkConfig, CompareConfig, parse_config
 from utils.plumbing.errors import UserError
@@ -80,6 +80,34 @@ def tiny_compare_config(tmp_path, **overrides):
 
 
 @pytest.mark.slow
+def test_robustness_compares_only_the_copies_every_run_measured_alike(tmp_path, monkeypatch):
+    # Two machines that round one rotation differently: that copy is left out for every variant (its accuracies
+    # are of different images), the rest stay, and the report and figure say what was left out.
+    def with_robustness(run, rotated_on):
+        names = ["clean", *TRANSFORMS]
+        run["metrics"]["robustness"] = {"subset": None, "images": 50, "accuracy": {n: 0.4 + 0.01 * i for i, n in enumerate(names)},
+                                        "checksums": {n: rotated_on if n == "rotate+15" else f"same-{n}" for n in names}}
+        return run
+    runs = {"Conv2d": [with_robustness(fake_run(0, 0.5, [0.5]), "amd"), with_robustness(fake_run(1, 0.52, [0.5]), "amd")],
+            "DeformConv2d": [with_robustness(fake_run(0, 0.6, [0.6]), "amd"), with_robustness(fake_run(1, 0.62, [0.6]), "intel")]}
+    rows, pairs, per_run = summarize(runs)
+    kept = [n for n in ["clean", *TRANSFORMS] if n != "rotate+15"]
+    assert all(list(r["robustness"]["accuracy"]) == kept for r in rows)
+    assert rows[0]["robustness"]["accuracy"]["clean"]["values"] == [0.4, 0.4]
+    cfg = parse_config({"protocol": "tiny", "outdir": str(tmp_path), "models": ["Conv2d", "DeformConv2d"], "seeds": [0, 1]}, CompareConfig, "test")
+    md = render(cfg, rows, pairs, per_run, "")
+    header = next(line for line in md.splitlines() if line.startswith("| model | clean"))
+    assert "Left out: rotate+15 —" in md and [c.strip() for c in header.strip("|").split("|")] == ["model", *kept]
+    figs = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: figs.append(fig))
+    figures.plot_robustness(rows, tmp_path / "r.png", "tiny")
+    rotation = figs[0].axes[0]
+    assert "left out" in rotation.get_title() and all(len(line.get_xdata()) == 4 for line in rotation.get_lines() if len(line.get_xdata()) > 1)
+    # One run without robustness at all: nothing is compared.
+    del runs["DeformConv2d"][1]["metrics"]["robustness"]
+    assert all(r["robustness"] is None for r in summarize(runs)[0])
+
+
 def test_accuracy_figure_keeps_wide_error_bars_and_their_labels_inside(tmp_path, monkeypatch):
     # Two seeds far apart give a 95 % CI wider than the seeds' own range: the axis must still hold the whole bar,
     # the whole error bar and the mean's label above it.

@@ -106,7 +106,11 @@ def plot_robustness(rows, path, protocol):
     families = list(CLEAN)
     fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 4), sharey=True)
     for ax, family in zip(axes, families):
+        shared = next(r["robustness"]["accuracy"] for r in rows if r["robustness"])  # the copies every run measured alike
         points = sorted([(CLEAN[family], "clean")] + [(s, n) for n, (f, s, _) in TRANSFORMS.items() if f == family])
+        points = [(x, n) for x, n in points if n in shared]
+        if len(points) < len([n for n, (f, _, _) in TRANSFORMS.items() if f == family]) + 1:
+            ax.set_title("some copies left out: not the same bytes in every run", fontsize=8)
         for r in (r for r in rows if r["robustness"]):
             acc = r["robustness"]["accuracy"]
             ci = [0 if math.isnan(acc[n]["ci95"]) else acc[n]["ci95"] for _, n in points]

@@ -10,13 +10,25 @@ from utils.engine.robustness import TRANSFORMS
 from utils.experiments.stats import ALPHA, holm, mean_ci, paired, welch
 
 
-def _robustness(rs):
-    """name -> {mean, ci95, values} per transform, when every run of the variant measured the same images."""
-    reports = [r["metrics"].get("robustness") for r in rs]
-    if not all(reports) or len({tuple(sorted(rep["checksums"].items())) for rep in reports}) != 1:
+def shared_images(runs):
+    """The copies (clean and transformed) that every run of every variant measured on byte-identical images.
+
+    Checked copy by copy: torchvision's bilinear rotation rounds differently on some CPUs (seen: an Intel Xeon
+    against an AMD EPYC, both AVX-512), so a protocol trained on two machines can share its shifts and scales
+    but not its rotations. Accuracies on different images are not compared."""
+    reports = [r["metrics"].get("robustness") for rs in runs.values() for r in rs]
+    if not reports or not all(reports):
+        return []
+    return [name for name in ["clean", *TRANSFORMS] if len({rep["checksums"][name] for rep in reports}) == 1]
+
+
+def _robustness(rs, names):
+    """name -> {mean, ci95, values} for each of the shared copies `names`; None when there are none."""
+    if not names:
         return None
+    reports = [r["metrics"]["robustness"] for r in rs]
     out = {}
-    for name in ["clean", *TRANSFORMS]:
+    for name in names:
         values = [rep["accuracy"][name] for rep in reports]
         mean, ci = mean_ci(values)
         out[name] = {"mean": mean, "ci95": ci, "values": values}
@@ -48,6 +60,7 @@ def _run_row(name, r):
 def summarize(runs):
     """runs: {variant: [{"seed", "history", "metrics", "record"}, ...]} -> (rows, pairs, per_run)."""
     rows, per_run = [], []
+    shared = shared_images(runs)
     for name, rs in runs.items():
         rs = sorted(rs, key=lambda r: r["seed"])
         per_run += [_run_row(name, r) for r in rs]
@@ -65,7 +78,7 @@ def summarize(runs):
             "train_seconds_fastest_epoch": float(min(h["train_seconds"] for r in rs for h in r["history"])),
             "inference_images_per_s": float(np.mean([r["metrics"]["images_per_second"] for r in rs])),
             "per_class_accuracy": {c: float(np.mean([r["metrics"]["per_class_accuracy"][c] for r in rs])) for c in CLASSES},
-            "robustness": _robustness(rs),
+            "robustness": _robustness(rs, shared),
         })
     pairs = []
     for a, b in combinations(rows, 2):
@@ -124,9 +137,12 @@ def render(cfg, rows, pairs, per_run, environment):
                      f"{_fmt(p['p_paired_holm'], '.3f')} | {_fmt(p['p_welch'], '.3f')} | {'yes' if p['significant'] else 'no'} |")
     robust = [r for r in rows if r["robustness"]]
     if robust:
-        names = ["clean", *TRANSFORMS]
+        names = list(robust[0]["robustness"]["accuracy"])
+        left_out = [n for n in ["clean", *TRANSFORMS] if n not in names]
+        why = (f" Left out: {', '.join(left_out)} — not the same bytes in every run (the runs' machines computed these copies "
+               "differently; each run's own figures are in its test/metrics.json).") if left_out else ""
         lines += ["", f"Geometric robustness: test accuracy (mean ± 95 % CI over seeds) on transformed copies of "
-                  f"{robust[0]['robustness']['images']:,} test images (the same bytes for every run; no augmentation in training).", "",
+                  f"{robust[0]['robustness']['images']:,} test images (the same bytes for every run; no augmentation in training).{why}", "",
                   "| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for r in robust:
             cells = [f"{r['robustness']['accuracy'][n]['mean']:.3f} ± {_fmt(r['robustness']['accuracy'][n]['ci95'], '.3f')}" for n in names]
