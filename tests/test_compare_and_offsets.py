@@ -79,7 +79,6 @@ def tiny_compare_config(tmp_path, **overrides):
     return parse_config(raw, CompareConfig)
 
 
-@pytest.mark.slow
 def test_robustness_compares_only_the_copies_every_run_measured_alike(tmp_path, monkeypatch):
     # Two machines that round one rotation differently: that copy is left out for every variant (its accuracies
     # are of different images), the rest stay, and the report and figure say what was left out.
@@ -123,6 +122,7 @@ def test_accuracy_figure_keeps_wide_error_bars_and_their_labels_inside(tmp_path,
     assert all(low <= t.get_position()[1] < high for t in ax.texts) and len(ax.texts) == 2
 
 
+@pytest.mark.slow
 def test_compare_end_to_end_then_resumes_only_what_is_missing(tmp_path, synthetic_data, capsys):
     cfg = tiny_compare_config(tmp_path)
     compare(cfg)

@@ -105,8 +105,8 @@ def plot_robustness(rows, path, protocol):
     strength 0 / scale 1), one line per variant, error bars = 95 % CI over seeds."""
     families = list(CLEAN)
     fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 4), sharey=True)
+    shared = next(r["robustness"]["accuracy"] for r in rows if r["robustness"])  # the copies every run measured alike
     for ax, family in zip(axes, families):
-        shared = next(r["robustness"]["accuracy"] for r in rows if r["robustness"])  # the copies every run measured alike
         points = sorted([(CLEAN[family], "clean")] + [(s, n) for n, (f, s, _) in TRANSFORMS.items() if f == family])
         points = [(x, n) for x, n in points if n in shared]
         if len(points) < len([n for n, (f, _, _) in TRANSFORMS.items() if f == family]) + 1:
