@@ -107,9 +107,9 @@ def plot_robustness(rows, path, protocol):
     fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 4), sharey=True)
     shared = next(r["robustness"]["accuracy"] for r in rows if r["robustness"])  # the copies every run measured alike
     for ax, family in zip(axes, families):
-        points = sorted([(CLEAN[family], "clean")] + [(s, n) for n, (f, s, _) in TRANSFORMS.items() if f == family])
-        points = [(x, n) for x, n in points if n in shared]
-        if len(points) < len([n for n, (f, _, _) in TRANSFORMS.items() if f == family]) + 1:
+        every = sorted([(CLEAN[family], "clean")] + [(s, n) for n, (f, s, _) in TRANSFORMS.items() if f == family])
+        points = [(x, n) for x, n in every if n in shared]
+        if len(points) < len(every):
             ax.set_title("some copies left out: not the same bytes in every run", fontsize=8)
         for r in (r for r in rows if r["robustness"]):
             acc = r["robustness"]["accuracy"]
