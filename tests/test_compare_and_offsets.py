@@ -102,6 +102,18 @@ def test_robustness_compares_only_the_copies_every_run_measured_alike(tmp_path, 
     figures.plot_robustness(rows, tmp_path / "r.png", "tiny")
     rotation = figs[0].axes[0]
     assert "left out" in rotation.get_title() and all(len(line.get_xdata()) == 4 for line in rotation.get_lines() if len(line.get_xdata()) > 1)
+    # Every rotation rounded differently (what the full protocol met): no rotation panel with a lone clean point,
+    # the title says why; with only the clean images in common there is no figure at all.
+    for rotation_name in [n for n in TRANSFORMS if n.startswith("rotate")]:
+        runs["DeformConv2d"][1]["metrics"]["robustness"]["checksums"][rotation_name] = "intel"
+    figs.clear()
+    assert figures.plot_robustness(summarize(runs)[0], tmp_path / "r.png", "tiny")
+    assert [ax.get_xlabel() for ax in figs[0].axes] == ["scale", "horizontal shift (px)", "vertical shift (px)"]
+    assert "no rotation:" in figs[0]._suptitle.get_text()
+    for name in TRANSFORMS:
+        runs["DeformConv2d"][1]["metrics"]["robustness"]["checksums"][name] = "intel"
+    figs.clear()
+    assert not figures.plot_robustness(summarize(runs)[0], tmp_path / "r.png", "tiny") and not figs
     # One run without robustness at all: nothing is compared.
     del runs["DeformConv2d"][1]["metrics"]["robustness"]
     assert all(r["robustness"] is None for r in summarize(runs)[0])

@@ -102,14 +102,23 @@ def plot_sampling_points(panels, location, path, title, modulated):
 
 def plot_robustness(rows, path, protocol):
     """Test accuracy against the strength of each transform (one panel per family, the clean images at
-    strength 0 / scale 1), one line per variant, error bars = 95 % CI over seeds."""
-    families = list(CLEAN)
-    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 4), sharey=True)
+    strength 0 / scale 1), one line per variant, error bars = 95 % CI over seeds. Only the copies every run
+    measured alike are drawn; a family with none of them left gets no panel (a lone clean point on an
+    empty axis says nothing) and is named in the title instead. Returns whether a figure was written."""
     shared = next(r["robustness"]["accuracy"] for r in rows if r["robustness"])  # the copies every run measured alike
-    for ax, family in zip(axes, families):
-        every = sorted([(CLEAN[family], "clean")] + [(s, n) for n, (f, s, _) in TRANSFORMS.items() if f == family])
+    panels = {}  # family -> ([(strength, name), ...] kept, some of the family's copies left out?)
+    for family, clean in CLEAN.items():
+        every = sorted([(clean, "clean")] + [(s, n) for n, (f, s, _) in TRANSFORMS.items() if f == family])
         points = [(x, n) for x, n in every if n in shared]
-        if len(points) < len(every):
+        if len(points) > 1:
+            panels[family] = (points, len(points) < len(every))
+    if not panels:
+        return False  # only the clean images in common: nothing to plot against a strength
+    dropped = [family.split(" (")[0] for family in CLEAN if family not in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), sharey=True, squeeze=False)
+    axes = axes[0]
+    for ax, (family, (points, partial)) in zip(axes, panels.items()):
+        if partial:
             ax.set_title("some copies left out: not the same bytes in every run", fontsize=8)
         for r in (r for r in rows if r["robustness"]):
             acc = r["robustness"]["accuracy"]
@@ -121,5 +130,9 @@ def plot_robustness(rows, path, protocol):
     axes[0].set_ylabel("test accuracy")
     axes[-1].legend(fontsize=7)
     images = next(r["robustness"]["images"] for r in rows if r["robustness"])
-    fig.suptitle(f"Accuracy on transformed test images ({images:,}), mean ± 95 % CI over seeds [{protocol}]", fontsize=10)
+    title = f"Accuracy on transformed test images ({images:,}), mean ± 95 % CI over seeds [{protocol}]"
+    if dropped:
+        title += f"\nno {', '.join(dropped)}: those copies were not the same bytes in every run (see comparison.md)"
+    fig.suptitle(title, fontsize=10)
     save_figure(fig, path)
+    return True
