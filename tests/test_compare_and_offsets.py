@@ -11,7 +11,7 @@ from utils.engine.robustness import TRANSFORMS
 from utils.experiments import figures
 from utils.experiments.compare import compare
 from utils.experiments.offsets import visualize
-from utils.experiments.report import render, summarize
+from utils.experiments.report import describe_host, render, summarize
 from utils.experiments.stats import holm, mean_ci, paired, welch
 from utils.plumbing.config import BenchmarkConfig, CompareConfig, parse_config
 from utils.plumbing.errors import UserError
@@ -59,6 +59,33 @@ def test_aggregation_math_and_significance():
     assert dcn["p_paired_holm"] == pytest.approx(min(1, 3 * dcn["p_paired"]))  # the smallest of 3 p-values: times 3
     assert dcn["significant"]
     assert not by_pair[("Conv2d", "DeformConv2dv2")]["significant"]  # overlapping seeds
+
+
+def test_epoch_times_are_reported_per_machine_when_a_protocol_moved(tmp_path):
+    # Epoch seconds mean something only beside the CPU that ran them: a protocol trained on two machines gets a
+    # table of them per machine, each epoch counted under the segment that trained it.
+    amd = {"device": "cpu", "cpu": "AMD EPYC", "cpus": 2, "cpu_isa": "avx512", "torch_threads": 2}
+    xeon = {**amd, "cpu": "Intel Xeon"}
+    runs = {"Conv2d": [fake_run(0, 0.5, [0.3, 0.4, 0.5]), fake_run(1, 0.5, [0.3, 0.4, 0.5])],
+            "DeformConv2d": [fake_run(0, 0.6, [0.3, 0.4, 0.5])]}  # epochs take 10, 11, 12 s
+    runs["Conv2d"][0]["record"] = {"segments": [{"host": amd, "epochs": [1, 3]}]}
+    runs["Conv2d"][1]["record"] = {"segments": [{"host": amd, "epochs": [1, 1]}, {"host": xeon, "epochs": [2, 3]},
+                                                {"note": "no machine recorded", "epochs": [1, 1]}]}
+    runs["DeformConv2d"][0]["record"] = {"segments": [{"host": xeon, "epochs": [1, 3]}]}
+    rows, pairs, per_run = summarize(runs)
+    amd_name, xeon_name = (describe_host(h) for h in (amd, xeon))
+    assert rows[0]["train_seconds_by_host"] == {amd_name: {"median": 10.5, "fastest": 10.0, "epochs": 4},
+                                                xeon_name: {"median": 11.5, "fastest": 11.0, "epochs": 2}}
+    assert rows[1]["train_seconds_by_host"] == {xeon_name: {"median": 11.0, "fastest": 10.0, "epochs": 3}}
+    cfg = parse_config({"protocol": "tiny", "outdir": str(tmp_path), "models": ["Conv2d", "DeformConv2d"], "seeds": [0, 1]}, CompareConfig, "test")
+    md = render(cfg, rows, pairs, per_run, "").splitlines()
+    header = md.index(f"| model | {amd_name} | {xeon_name} |")
+    assert md[header + 2:header + 4] == ["| Conv2d | 10 / 10 (4) | 12 / 11 (2) |", "| DeformConv2d | — | 11 / 10 (3) |"]
+    # One machine: no such table (the main table's times are that machine's).
+    runs["Conv2d"][1]["record"]["segments"][1]["host"] = amd
+    runs["DeformConv2d"][0]["record"]["segments"][0]["host"] = amd
+    rows, pairs, per_run = summarize(runs)
+    assert not any(line.startswith("Training seconds per epoch on each machine") for line in render(cfg, rows, pairs, per_run, "").splitlines())
 
 
 def test_statistics_helpers():

@@ -57,6 +57,19 @@ def _run_row(name, r):
             "code": [s["versions"]["code"] for s in segments if s.get("versions", {}).get("code")]}
 
 
+def _epoch_seconds_by_host(rs):
+    """machine in words -> training seconds of every epoch it trained, over the runs `rs` (from each run.json's
+    segments; epochs of a segment that recorded no machine or epochs are left out). A protocol may move between machines,
+    and an epoch's time means something only next to the machine that ran it."""
+    by_host = {}
+    for r in rs:
+        for segment in (r.get("record") or {}).get("segments", []):
+            if "host" in segment and "epochs" in segment:
+                first, last = segment["epochs"]
+                by_host.setdefault(describe_host(segment["host"]), []).extend(h["train_seconds"] for h in r["history"][first - 1:last])
+    return {host: {"median": float(np.median(s)), "fastest": float(min(s)), "epochs": len(s)} for host, s in sorted(by_host.items()) if s}
+
+
 def summarize(runs):
     """runs: {variant: [{"seed", "history", "metrics", "record"}, ...]} -> (rows, pairs, per_run)."""
     rows, per_run = [], []
@@ -76,6 +89,7 @@ def summarize(runs):
             # protocol shares its machine for hours, so the fastest epoch is kept too: the closest to an idle CPU.
             "train_seconds_per_epoch": float(np.median([h["train_seconds"] for r in rs for h in r["history"]])),
             "train_seconds_fastest_epoch": float(min(h["train_seconds"] for r in rs for h in r["history"])),
+            "train_seconds_by_host": _epoch_seconds_by_host(rs),
             "inference_images_per_s": float(np.mean([r["metrics"]["images_per_second"] for r in rs])),
             "per_class_accuracy": {c: float(np.mean([r["metrics"]["per_class_accuracy"][c] for r in rs])) for c in CLASSES},
             "robustness": _robustness(rs, shared),
@@ -116,6 +130,15 @@ def render(cfg, rows, pairs, per_run, environment):
             f"± {_fmt(r['test_accuracy_ci95'], '.4f')} | {', '.join(f'{a:.4f}' for a in r['test_accuracies'])} | "
             f"{r['best_val_accuracy_mean']:.4f} | {r['parameters']:,} | {r['train_seconds_per_epoch']:.1f} | {r['train_seconds_fastest_epoch']:.1f} | "
             f"{r['inference_images_per_s']:.0f} | {r['epochs']} |")
+    hosts = sorted({host for r in rows for host in r["train_seconds_by_host"]})
+    if len(hosts) > 1:  # with one machine the table above says it all
+        lines += ["", "Training seconds per epoch on each machine that trained this protocol: median / fastest (epochs measured). "
+                  "Compare variants within a column; the columns differ in CPU.", "",
+                  "| model | " + " | ".join(hosts) + " |", "|---|" + "---|" * len(hosts)]
+        for r in rows:
+            cells = [r["train_seconds_by_host"].get(host) for host in hosts]
+            lines.append(f"| {r['model']} | " + " | ".join(f"{c['median']:.0f} / {c['fastest']:.0f} ({c['epochs']})" if c else "—"
+                                                           for c in cells) + " |")
     lines += ["", "Every run: training time is every epoch's training and validation, summed over the run's segments (each start "
               "or resume; its run.json names the machine and the git commit of every segment); train s/epoch as above.", "",
               "| model | seed | test accuracy | best val acc (epoch) | training time | segments | train s/epoch (median / fastest) | trained on |",
