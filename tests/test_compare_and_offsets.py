@@ -9,7 +9,7 @@ from scipy import stats
 from models.deform_ops import cpp
 from utils.engine.robustness import TRANSFORMS
 from utils.experiments import figures
-from utils.experiments.compare import compare
+from utils.experiments.compare import compare, environment
 from utils.experiments.offsets import visualize
 from utils.experiments.report import describe_host, render, summarize
 from utils.experiments.stats import holm, mean_ci, paired, welch
@@ -86,6 +86,20 @@ def test_epoch_times_are_reported_per_machine_when_a_protocol_moved(tmp_path):
     runs["DeformConv2d"][0]["record"]["segments"][0]["host"] = amd
     rows, pairs, per_run = summarize(runs)
     assert not any(line.startswith("Training seconds per epoch on each machine") for line in render(cfg, rows, pairs, per_run, "").splitlines())
+
+
+def test_environment_names_where_runs_were_trained_and_tested():
+    amd = {"device": "cpu", "cpu": "AMD EPYC", "cpus": 2, "cpu_isa": "avx512", "torch_threads": 2}
+    xeon = {**amd, "cpu": "Intel Xeon"}
+    runs = {"Conv2d": [fake_run(0, 0.5, [0.5]), fake_run(1, 0.5, [0.5])]}
+    for r in runs["Conv2d"]:
+        r["record"] = {"segments": [{"host": amd, "epochs": [1, 1], "versions": {"torch": "2.14.1"}}]}
+    runs["Conv2d"][0]["metrics"]["host"] = xeon  # tested again elsewhere; the other run's test predates the record
+    env = environment(runs)
+    assert env.startswith("Trained on: AMD EPYC (2 CPUs, avx512, 2 torch threads), torch 2.14.1.")
+    assert "Tested on: Intel Xeon (2 CPUs, avx512, 2 torch threads) (1 run tested before tests recorded their machine)." in env
+    del runs["Conv2d"][0]["metrics"]["host"]
+    assert "Tested on" not in environment(runs)
 
 
 def test_statistics_helpers():

@@ -43,6 +43,7 @@ def test_train_then_test_writes_everything(tmp_path, synthetic_data, variant, ca
     assert metrics["test_images"] == 50 and metrics["variant"] == variant and metrics["checkpoint_epoch"] == 3
     assert sum(map(sum, metrics["confusion_matrix"])) == 50
     assert metrics["accuracy"] == sum(metrics["confusion_matrix"][i][i] for i in range(10)) / 50
+    assert metrics["host"]["device"] == "cpu" and metrics["host"]["cpus"] >= 1  # where it was tested: speed and rotated bytes depend on it
     assert (tmp_path / "run" / "test" / "confusion_matrix.png").stat().st_size > 0
     assert "test accuracy" in capsys.readouterr().out
 

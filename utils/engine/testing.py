@@ -1,6 +1,7 @@
 """What test_<Model>.py runs: a checkpoint evaluated on the 10,000 official test images (and, for the
 robustness report, on transformed copies of them), written to the run's test/ folder."""
 import numpy as np
+import torch
 
 from models.network import count_parameters
 from models.registry import VARIANTS
@@ -12,7 +13,7 @@ from utils.engine.plots import plot_confusion
 from utils.engine.robustness import robustness
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import write_json
-from utils.plumbing.runs import RunLayout
+from utils.plumbing.runs import RunLayout, describe_host
 
 
 def run_test(cfg, script_variant=None):
@@ -46,6 +47,8 @@ def run_test(cfg, script_variant=None):
         "images_per_second": result.images / result.seconds,
         "device": str(device),
         "dcn_backend": backend,
+        # Where it was tested: images/s depend on the machine, and the rotated copies' bytes do too (robustness.py).
+        "host": describe_host(device, torch.get_num_threads()),
     }
     if cfg.robustness:
         metrics["robustness"] = robustness(model, test_set, cfg.batch_size, device, cfg.robustness_images)

@@ -148,7 +148,13 @@ def environment(runs):
     where = "; ".join(sorted(hosts)) or ", ".join(sorted({m["device"] for m in metrics}))
     versions_text = f", {', '.join(sorted(versions))}" if versions else ""
     backends_text = f"; dcn_backend {', '.join(backends)}" if backends else ""
-    return f"Trained on: {where}{versions_text}{backends_text}."
+    tested = sorted({describe_host(m["host"]) for m in metrics if "host" in m})  # test metrics name their machine since 2026-11-27
+    unnamed = sum("host" not in m for m in metrics)
+    tested_text = ""
+    if tested:
+        note = f" ({unnamed} run{'s' * (unnamed != 1)} tested before tests recorded their machine)" if unnamed else ""
+        tested_text = f" Tested on: {'; '.join(tested)}{note}."
+    return f"Trained on: {where}{versions_text}{backends_text}.{tested_text}"
 
 
 def aggregate(cfg):
