@@ -113,7 +113,7 @@ def run_job(cfg, name, seed):
 def comparable(outdir, cfg):
     """Everything the aggregate computes except wall-clock times."""
     rows, pairs = compare_mod.aggregate(cfg)
-    timing = {"train_seconds_per_epoch", "train_seconds_fastest_epoch", "inference_images_per_s"}
+    timing = {"train_seconds_per_epoch", "train_seconds_fastest_epoch", "train_seconds_by_host", "inference_images_per_s"}
     histories = {}
     for name in cfg.models:
         for seed in cfg.seeds:
