@@ -26,6 +26,7 @@ TRANSFORMS = {
        for d in (-4, 4)},
 }
 CLEAN = {"rotation (degrees)": 0, "scale": 1.0, "horizontal shift (px)": 0, "vertical shift (px)": 0}
+COPIES = ("clean", *TRANSFORMS)  # every copy a robustness report names, in its order
 
 
 def images_for_robustness(test_set, images=None):

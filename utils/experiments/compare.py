@@ -174,7 +174,7 @@ def aggregate(cfg):
     plot_comparison_per_class(rows, CLASSES, out.file("comparison_per_class.png"), cfg.protocol)
     figures = "comparison_curves.png, comparison_accuracy.png, comparison_per_class.png"
     robustness_png = out.file("comparison_robustness.png")
-    if any(r["robustness"] for r in rows) and plot_robustness(rows, robustness_png, cfg.protocol):
+    if plot_robustness(rows, robustness_png, cfg.protocol):
         figures += ", comparison_robustness.png"
     else:
         robustness_png.unlink(missing_ok=True)  # one from an earlier aggregation would not belong to this report

@@ -104,8 +104,12 @@ def plot_robustness(rows, path, protocol):
     """Test accuracy against the strength of each transform (one panel per family, the clean images at
     strength 0 / scale 1), one line per variant, error bars = 95 % CI over seeds. Only the copies every run
     measured alike are drawn; a family with none of them left gets no panel (a lone clean point on an
-    empty axis says nothing) and is named in the title instead. Returns whether a figure was written."""
-    shared = next(r["robustness"]["accuracy"] for r in rows if r["robustness"])  # the copies every run measured alike
+    empty axis says nothing) and is named in the title instead. Returns whether a figure was written
+    (none without robustness results)."""
+    measured = [r for r in rows if r["robustness"]]
+    if not measured:
+        return False
+    shared = measured[0]["robustness"]["accuracy"]  # the copies every run measured alike
     panels = {}  # family -> ([(strength, name), ...] kept, some of the family's copies left out?)
     for family, clean in CLEAN.items():
         every = sorted([(clean, "clean")] + [(s, n) for n, (f, s, _) in TRANSFORMS.items() if f == family])
@@ -120,7 +124,7 @@ def plot_robustness(rows, path, protocol):
     for ax, (family, (points, partial)) in zip(axes, panels.items()):
         if partial:
             ax.set_title("some copies left out: not the same bytes in every run", fontsize=8)
-        for r in (r for r in rows if r["robustness"]):
+        for r in measured:
             acc = r["robustness"]["accuracy"]
             ci = [0 if math.isnan(acc[n]["ci95"]) else acc[n]["ci95"] for _, n in points]
             ax.errorbar([x for x, _ in points], [acc[n]["mean"] for _, n in points], yerr=ci, marker="o", ms=4, capsize=3,
@@ -129,8 +133,7 @@ def plot_robustness(rows, path, protocol):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy")
     axes[-1].legend(fontsize=7)
-    images = next(r["robustness"]["images"] for r in rows if r["robustness"])
-    title = f"Accuracy on transformed test images ({images:,}), mean ± 95 % CI over seeds [{protocol}]"
+    title = f"Accuracy on transformed test images ({measured[0]['robustness']['images']:,}), mean ± 95 % CI over seeds [{protocol}]"
     if dropped:
         title += f"\nno {', '.join(dropped)}: those copies were not the same bytes in every run (see comparison.md)"
     fig.suptitle(title, fontsize=10)

@@ -6,7 +6,7 @@ from itertools import combinations
 import numpy as np
 
 from utils.engine.data import CLASSES
-from utils.engine.robustness import TRANSFORMS
+from utils.engine.robustness import COPIES
 from utils.experiments.stats import ALPHA, holm, mean_ci, paired, welch
 
 
@@ -19,7 +19,7 @@ def shared_images(runs):
     reports = [r["metrics"].get("robustness") for rs in runs.values() for r in rs]
     if not reports or not all(reports):
         return []
-    return [name for name in ["clean", *TRANSFORMS] if len({rep["checksums"][name] for rep in reports}) == 1]
+    return [name for name in COPIES if len({rep["checksums"][name] for rep in reports}) == 1]
 
 
 def _robustness(rs, names):
@@ -161,7 +161,7 @@ def render(cfg, rows, pairs, per_run, environment):
     robust = [r for r in rows if r["robustness"]]
     if robust:
         names = list(robust[0]["robustness"]["accuracy"])
-        left_out = [n for n in ["clean", *TRANSFORMS] if n not in names]
+        left_out = [n for n in COPIES if n not in names]
         why = (f" Left out: {', '.join(left_out)} — not the same bytes in every run (the runs' machines computed these copies "
                "differently; each run's own figures are in its test/metrics.json).") if left_out else ""
         lines += ["", f"Geometric robustness: test accuracy (mean ± 95 % CI over seeds) on transformed copies of "
