@@ -1,6 +1,7 @@
 """Train and test every model variant over several seeds and compare them.
 
 python compare.py --config config/compare_cpu-quick.json   (writes <outdir>/comparison.md and figures)
+python compare.py --config A.json B.json                    (a queue: A's runs, then B's; each resumes where it stopped)
 """
 from utils.cli import config_main
 from utils.plumbing.config import CompareConfig
@@ -13,4 +14,4 @@ def run(cfg):
 
 
 if __name__ == "__main__":
-    config_main(CompareConfig, run, __doc__.splitlines()[0], "config/compare_cpu-quick.json")
+    config_main(CompareConfig, run, __doc__.splitlines()[0], "config/compare_cpu-quick.json", several=True)

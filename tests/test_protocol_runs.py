@@ -127,3 +127,28 @@ def test_train_script_runs_write_a_record_too(tmp_path, synthetic_data):
     assert run_script("train", "Conv2d", write_config(tmp_path / "t.json", make_train_config(tmp_path, num_epoch=1))) == 0
     run = RunLayout(tmp_path / "run")
     assert run_status(run, 1).state == "done" and run.weights.exists()
+
+
+def test_model_seeds_queue_controls_before_the_next_seeds_and_pair_on_shared_seeds(tmp_path, synthetic_data, capsys):
+    """The queue of the controls issue: controls on seeds 0-1 only, the main models on 0-2; a seed's runs all
+    come before the next seed's, and each pair is tested on the seeds both variants have."""
+    cfg = tiny_compare_config(tmp_path, models=["Conv2d", "Conv2d-dilated"], seeds=[0, 1, 2], model_seeds={"Conv2d-dilated": [0, 1]},
+                              robustness=False)
+    assert cfg.jobs() == [("Conv2d", 0), ("Conv2d-dilated", 0), ("Conv2d", 1), ("Conv2d-dilated", 1), ("Conv2d", 2)]
+    rows, pairs = compare(cfg)
+    started = [line for line in capsys.readouterr().out.splitlines() if line.endswith("(2 epochs)")]
+    assert [line.split("]")[1].split(":")[0] for line in started] == [" run 1/5", " run 2/5", " run 3/5", " run 4/5", " run 5/5"]
+    assert {r["model"]: r["seed_list"] for r in rows} == {"Conv2d": [0, 1, 2], "Conv2d-dilated": [0, 1]}
+    assert pairs[0]["paired_seeds"] == 2
+    assert not ProtocolLayout(cfg.outdir).run("Conv2d-dilated", 2).root.exists()
+
+
+@pytest.mark.parametrize("model_seeds, message", [
+    ({"Conv2d-params": [0]}, 'names Conv2d-params, which "models" does not list'),
+    ({"Conv2d": [0, 0]}, "distinct whole numbers"),
+    ({"Conv2dd": [0]}, 'did you mean "Conv2d"'),
+    ([0, 1], "must be an object of variant -> seed list"),
+])
+def test_model_seeds_are_checked(tmp_path, model_seeds, message):
+    with pytest.raises(UserError, match=message):
+        tiny_compare_config(tmp_path, models=["Conv2d"], model_seeds=model_seeds)

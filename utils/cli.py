@@ -22,9 +22,12 @@ def run_cli(main):
         sys.exit(130)
 
 
-def _parser(prog, description, example):
+def _parser(prog, description, example, several=False):
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", required=True, help=f"config JSON, e.g. {example}")
+    if several:
+        parser.add_argument("--config", nargs="+", required=True, help=f"config JSON(s), run in turn, e.g. {example}")
+    else:
+        parser.add_argument("--config", required=True, help=f"config JSON, e.g. {example}")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override config keys, e.g. --set num_epoch=5 conv_ch=[32,64] (values are JSON; checked like the file)")
     return parser
@@ -72,8 +75,15 @@ def test_main(variant, script, argv=None):
     run_cli(main)
 
 
-def config_main(config_cls, runner, description, example, argv=None):
+def config_main(config_cls, runner, description, example, argv=None, several=False):
     """Entry point of a script that takes a config (compare.py, benchmark.py): `runner(cfg)` is called only
-    once the config is valid, and should import the heavy code itself, so bad input answers fast."""
-    args = _parser(None, description, example).parse_args(argv)
-    run_cli(lambda: runner(load_config(args.config, config_cls, args.set)))
+    once the config is valid, and should import the heavy code itself, so bad input answers fast. `several`:
+    --config takes a queue of configs, all checked before the first one runs."""
+    args = _parser(None, description, example, several).parse_args(argv)
+
+    def main():
+        configs = [load_config(path, config_cls, args.set) for path in (args.config if several else [args.config])]
+        for cfg in configs:
+            runner(cfg)
+
+    run_cli(main)

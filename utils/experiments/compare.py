@@ -98,7 +98,7 @@ def run_all(cfg):
     """Every run in this process, one after another. A run another worker holds (a second compare.py, a cluster
     job) is passed over at first and waited for at the end, so two workers share a protocol without doubling it."""
     layout = ProtocolLayout(cfg.outdir)
-    jobs = [(name, s) for s in cfg.seeds for name in cfg.models]
+    jobs = cfg.jobs()
     status = {(name, s): run_status(layout.run(name, s), cfg.num_epoch) for name, s in jobs}
     measured = {}
     for name, s in jobs:
@@ -122,12 +122,13 @@ def run_all(cfg):
         progress.close()
 
 
-def load_runs(outdir, models, seeds):
-    """{model_name: [{"seed", "history", "metrics"}, ...]} for every finished and tested run found."""
+def load_runs(outdir, jobs):
+    """{model_name: [{"seed", "history", "metrics"}, ...]} for every finished and tested run of `jobs` found,
+    variants in the order the jobs first name them."""
     runs = {}
     layout = ProtocolLayout(outdir)
-    for name in models:
-        for seed in seeds:
+    for name in dict.fromkeys(name for name, _ in jobs):
+        for seed in sorted(s for n, s in jobs if n == name):
             run = layout.run(name, seed)
             if run.history_json.exists() and run.metrics.exists():
                 runs.setdefault(name, []).append({"seed": seed, "history": json.loads(run.history_json.read_text()),
@@ -158,7 +159,7 @@ def environment(runs):
 
 
 def aggregate(cfg):
-    runs = load_runs(cfg.outdir, cfg.models, cfg.seeds)
+    runs = load_runs(cfg.outdir, cfg.jobs())
     if not runs:
         raise UserError(f"no finished runs under {cfg.outdir}; run compare.py without \"aggregate_only\" first")
     env = environment(runs)
@@ -190,7 +191,7 @@ def compare(cfg):
         run_all(cfg)
     else:
         layout = ProtocolLayout(cfg.outdir)
-        todo = [(name, s) for s in cfg.seeds for name in cfg.models
+        todo = [(name, s) for name, s in cfg.jobs()
                 if run_status(layout.run(name, s), cfg.num_epoch).state != "done" or needs_test(layout.run(name, s), cfg)]
         submit_all(cfg, cluster_job, todo)
     return aggregate(cfg)

@@ -115,10 +115,12 @@ def render(cfg, rows, pairs, per_run, environment):
     data = "all 50,000" if cfg.train_subset is None else f"a stratified subset of {cfg.train_subset:,}"
     ablation = "".join([f", deformable_layers {cfg.deformable_layers}" if cfg.deformable_layers is not None else "",
                         f", offset_lr_mult {cfg.offset_lr_mult}" if cfg.offset_lr_mult != 1.0 else ""])
+    seeds = f"seeds {list(cfg.seeds)}" + "".join(f", {name} seeds {list(s)}" for name, s in cfg.model_seeds.items())
+    counts = sorted({len(cfg.seeds_of(name)) for name in cfg.models})
     lines = [
         f"# Comparison, protocol `{cfg.protocol}`", "",
         f"{cfg.num_epoch} epochs, {data} training images ({1 - cfg.test_size:.0%} train / {cfg.test_size:.0%} validation), batch "
-        f"{cfg.batch_size}, AdamW lr {cfg.learning_rate} wd {cfg.weight_decay}, conv_ch {list(cfg.conv_ch)}{ablation}, seeds {list(cfg.seeds)}; "
+        f"{cfg.batch_size}, AdamW lr {cfg.learning_rate} wd {cfg.weight_decay}, conv_ch {list(cfg.conv_ch)}{ablation}, {seeds}; "
         f"test accuracy on the 10,000 official test images. {environment}", "",
         "| model | test accuracy (mean ± std) | 95 % CI | per seed | best val acc | parameters | train s/epoch (median) "
         "| fastest epoch s | inference img/s | epochs |",
@@ -152,7 +154,7 @@ def render(cfg, rows, pairs, per_run, environment):
     lines += ["", f"Is a difference larger than the seed-to-seed spread? Two-sided paired t-test on the per-seed test accuracies "
               f"(a seed fixes the split and the batch order, shared by every variant), "
               f"{holm}, "
-              f"α = {ALPHA}; Welch's unpaired test for reference. With {len(cfg.seeds)} seeds only large differences are detectable.", "",
+              f"α = {ALPHA}; Welch's unpaired test for reference. With {'–'.join(map(str, counts))} seeds only large differences are detectable.", "",
               "| A − B | difference | seeds paired | p (paired) | p (paired, Holm) | p (Welch) | larger than the spread? |",
               "|---|---|---|---|---|---|---|"]
     for p in pairs:

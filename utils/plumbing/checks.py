@@ -88,6 +88,17 @@ def seed_list(v):
     return None if ok else "must be a non-empty list of distinct whole numbers >= 0, e.g. [0, 1, 2]"
 
 
+def seeds_by_variant(v):
+    """{variant: [seeds]}: the variants a comparison trains on other seeds than its "seeds"."""
+    if not isinstance(v, dict):
+        return 'must be an object of variant -> seed list, e.g. {"Conv2d-params": [0, 1, 2]}'
+    for name, seeds in v.items():
+        problem = variant(name) or (seed_list(seeds) and f"[{name!r}] {seed_list(seeds)}")
+        if problem:
+            return problem
+    return None
+
+
 def variant_list(v):
     if not isinstance(v, list) or not v:
         return "must be a non-empty list of model variants, e.g. [\"Conv2d\", \"DeformConv2dv2\"]"

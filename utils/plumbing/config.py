@@ -32,6 +32,7 @@ from utils.plumbing.checks import (
     positive_float,
     positive_int,
     seed_list,
+    seeds_by_variant,
     text,
     variant,
     variant_list,
@@ -128,6 +129,8 @@ class CompareConfig(TrainingKeys):
     seeds: list = default(seed_list, [0, 1, 2])
     # Default: the three models of the question; the controls are opt-in.
     models: list = default(variant_list, list(BASE), convert=lambda v: [variant_name(x) for x in v])
+    # Variants trained on other seeds than `seeds` (controls on fewer seeds, say); seeds a variant shares pair it by seed.
+    model_seeds: dict = default(seeds_by_variant, {}, convert=lambda v: {variant_name(k): list(s) for k, s in v.items()})
     eval_batch_size: int = default(positive_int, 500)
     robustness: bool = default(boolean, True)
     robustness_images: Optional[int] = default(optional_robustness_images, None)
@@ -136,7 +139,20 @@ class CompareConfig(TrainingKeys):
     launcher: str = default(launcher, "local")
     cluster: Optional[ClusterResources] = default(optional_of(cluster_resources), None, convert=lambda v: v and ClusterResources(**v))
 
+    def seeds_of(self, name):
+        return self.model_seeds.get(name, self.seeds)
+
+    def all_seeds(self):
+        return sorted({s for name in self.models for s in self.seeds_of(name)})
+
+    def jobs(self):
+        """Every (variant, seed) run, seed by seed: every variant of a seed is done before the next seed begins."""
+        return [(name, s) for s in self.all_seeds() for name in self.models if s in self.seeds_of(name)]
+
     def problem(self):  # deformable_layers applies to the deformable models of the protocol
+        stray = [name for name in self.model_seeds if name not in self.models]
+        if stray:
+            return f'"model_seeds" names {", ".join(stray)}, which "models" does not list; add it to "models" or remove it from "model_seeds"'
         if self.launcher != "local" and self.cluster is None:
             return (f'"launcher": "{self.launcher}" needs "cluster", the resources of each job, e.g. '
                     '{"partition": "cpu", "time_min": 240, "cpus": 4, "mem_gb": 8}')
