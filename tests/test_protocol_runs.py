@@ -152,3 +152,51 @@ def test_model_seeds_queue_controls_before_the_next_seeds_and_pair_on_shared_see
 def test_model_seeds_are_checked(tmp_path, model_seeds, message):
     with pytest.raises(UserError, match=message):
         tiny_compare_config(tmp_path, models=["Conv2d"], model_seeds=model_seeds)
+
+
+def test_keep_commits_finished_runs_and_the_checkpoint_in_progress(tmp_path, synthetic_data, monkeypatch):
+    """keep.py: a finished run's small files (and never its checkpoints), a partial run's last.pth; once that run
+    finishes, its checkpoint leaves the index. Only those paths are committed: other staged work stays staged."""
+    from utils.experiments.compare import train_config_for
+    from utils.experiments.keep import git, keep
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    monkeypatch.chdir(repo)
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (repo / ".gitignore").write_text("cmp/\n")  # run folders are ignored, as in the project
+    (repo / "other.txt").write_text("staged work\n")
+    git("add", ".gitignore", "other.txt")
+    cfg = tiny_compare_config(repo, models=["Conv2d", "Conv2d-dilated"], seeds=[0], robustness=False)
+    compare(tiny_compare_config(repo, models=["Conv2d"], seeds=[0], robustness=False))
+
+    one_epoch = train_mod.train_one_epoch
+
+    def ctrl_c_in_epoch_2(model, optimizer, batches, epoch, num_epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return one_epoch(model, optimizer, batches, epoch, num_epoch)
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", ctrl_c_in_epoch_2)
+    with pytest.raises(UserError, match="interrupted in epoch 2"):
+        train_mod.train(train_config_for(cfg, "Conv2d-dilated", 0))
+    monkeypatch.setattr(train_mod, "train_one_epoch", one_epoch)
+    keep(cfg, checkpoints=True)
+    files = set(git("ls-tree", "-r", "--name-only", "HEAD").stdout.split())
+    done, partial = ProtocolLayout(cfg.outdir).run("Conv2d", 0), ProtocolLayout(cfg.outdir).run("Conv2d-dilated", 0)
+    assert {str(f.relative_to(repo)) for f in done.result_files()} <= files
+    assert str(partial.last.relative_to(repo)) in files and str(partial.record.relative_to(repo)) in files
+    assert not any("Conv2d/seed_0/train/ckpt" in f for f in files) and "other.txt" not in files
+    assert "other.txt" in git("diff", "--cached", "--name-only").stdout  # still staged, not committed
+    log = git("log", "--format=%s").stdout.splitlines()
+    assert len(log) == 2 and "Conv2d-dilated seed 0 at epoch 1/2" in log[0] and "Conv2d seed 0 finished" in log[1]
+
+    keep(cfg, checkpoints=True)  # nothing new: no commit
+    assert len(git("log", "--format=%s").stdout.splitlines()) == 2
+    compare(cfg)  # resumes and finishes Conv2d-dilated
+    keep(cfg, checkpoints=False)
+    files = set(git("ls-tree", "-r", "--name-only", "HEAD").stdout.split())
+    assert str(partial.last.relative_to(repo)) not in files and str(partial.weights.relative_to(repo)) in files
+    assert partial.last.exists()  # dropped from git only

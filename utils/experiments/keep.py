@@ -9,13 +9,16 @@ of every run in progress is committed too (train/ckpt/last.pth, ~1 MB with the o
 and history): a fresh clone's compare.py then resumes that run from the same epoch instead of from epoch 1.
 --watch only commits finished runs (every few minutes), so git does not collect a checkpoint per epoch.
 
-Only these paths are committed (`git commit -- <paths>`): what else is staged in the work tree stays staged.
+Only these paths are committed: what else is staged in the work tree stays staged (and out of these commits).
 """
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from utils.cli import run_cli
 from utils.plumbing.config import CompareConfig, load_config
@@ -23,30 +26,33 @@ from utils.plumbing.errors import UserError
 from utils.plumbing.runs import ProtocolLayout, run_status
 
 
-def git(*args, check=True):
-    done = subprocess.run(["git", *args], capture_output=True, text=True)
+def git(*args, check=True, index=None):
+    """Run git; `index`: another index file than the work tree's (GIT_INDEX_FILE)."""
+    env = {**os.environ, "GIT_INDEX_FILE": str(index)} if index else None
+    done = subprocess.run(["git", *args], capture_output=True, text=True, env=env)
     if check and done.returncode != 0:
         raise UserError(f"git {' '.join(args[:2])} failed: {done.stderr.strip() or done.stdout.strip()}")
     return done
 
 
-def tracked(path):
-    return git("ls-files", "--error-unmatch", str(path), check=False).returncode == 0
-
-
-def commit(paths, message):
-    """Stage `paths` (ignored files included), drop the checkpoints listed as `("rm", path)`, commit only these;
-    True when something changed."""
-    adds = [str(p) for p in paths if not isinstance(p, tuple)]
-    removes = [str(p[1]) for p in paths if isinstance(p, tuple) and tracked(p[1])]
-    if adds:
-        git("add", "-f", "--", *adds)
-    if removes:
-        git("rm", "-q", "--cached", "--", *removes)
-    every = adds + removes
-    if not every or not git("diff", "--cached", "--name-only", "--", *every).stdout.strip():
-        return False
-    git("commit", "-q", "-m", message, "--", *every)
+def commit(adds, removes, message):
+    """Commit `adds` (ignored files included) and drop `removes` from git (the files stay), and nothing else:
+    the commit is built in an index of its own, started from HEAD, so whatever the work tree has staged stays
+    staged and out of it. True when something changed."""
+    adds, removes = [str(p) for p in adds], [str(p) for p in removes]
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Path(tmp) / "index"
+        has_head = git("rev-parse", "--verify", "-q", "HEAD", check=False).returncode == 0
+        git("read-tree", *(["HEAD"] if has_head else ["--empty"]), index=index)
+        for where in (index, None):  # the commit's index, then the work tree's, so both agree on these paths
+            if adds:
+                git("add", "-f", "--", *adds, index=where)
+            if removes:
+                git("rm", "-q", "-f", "--cached", "--ignore-unmatch", "--", *removes, index=where)
+            if where is index:
+                if not git("diff", "--cached", "--name-only", index=index).stdout.strip():
+                    return False
+                git("commit", "-q", "-m", message, index=index)
     print(message, flush=True)
     return True
 
@@ -57,14 +63,14 @@ def keep(cfg, checkpoints):
     for name, seed in cfg.jobs():
         run = layout.run(name, seed)
         status = run_status(run, cfg.num_epoch)
-        if status.state == "done" and status.tested:
+        if status.state == "done" and status.tested and not run.lock.exists():  # locked: still writing its test files
             accuracy = json.loads(run.metrics.read_text())["accuracy"]
-            commit([*run.result_files(), ("rm", run.last)],
+            commit(run.result_files(), [run.last],
                    f"Protocol {cfg.protocol}: {name} seed {seed} finished ({cfg.num_epoch} epochs, test accuracy {accuracy:.4f}); "
                    f"keep its small result files")
         elif checkpoints and status.state == "partial" and run.last.exists():
             files = [f for f in (run.record, run.history_json, run.history_csv, run.loss_png, run.last) if f.exists()]
-            commit(files, f"Protocol {cfg.protocol}: {name} seed {seed} at epoch {status.epochs_done}/{cfg.num_epoch}; keep its latest "
+            commit(files, [], f"Protocol {cfg.protocol}: {name} seed {seed} at epoch {status.epochs_done}/{cfg.num_epoch}; keep its latest "
                           f"checkpoint so that a new machine resumes it there")
 
 
