@@ -20,30 +20,34 @@ class DeformableConv(nn.Module):
     The weight and bias have torchvision's DeformConv2d shapes and initialisation (same random draws), so
     checkpoints from before this class existed load unchanged. Both predictors are k x k convolutions with
     the layer's stride/padding/dilation, initialised to zero as in the DCN papers: training starts from the
-    regular sampling grid, and in DCNv2 from a mask of sigmoid(0) = 0.5 everywhere. `backend` picks the op
+    regular sampling grid, and in DCNv2 from a mask of sigmoid(0) = 0.5 everywhere (`zero_predictors=False`:
+    PyTorch's default initialisation, as the reference repository). `bias=False`: no bias anywhere in the layer.
+    `backend` picks the op
     ("torchvision", "gather" or "cpp", see models/deform_ops); all compute the same function on the same
     parameters, so checkpoints move freely between them.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1, dilation=1, modulated=False, learn_offsets=True,
-                 backend="gather"):
+                 backend="gather", bias=True, zero_predictors=True):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding, self.dilation = map(_pair, (kernel_size, stride, padding, dilation))
         self.modulated, self.backend = modulated, backend
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size))
-        self.bias = nn.Parameter(torch.empty(out_channels))
+        self.register_parameter("bias", nn.Parameter(torch.empty(out_channels)) if bias else None)
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # torchvision's DeformConv2d.reset_parameters
-        bound = 1 / math.sqrt(in_channels * self.kernel_size[0] * self.kernel_size[1])
-        nn.init.uniform_(self.bias, -bound, bound)
+        if bias:
+            bound = 1 / math.sqrt(in_channels * self.kernel_size[0] * self.kernel_size[1])
+            nn.init.uniform_(self.bias, -bound, bound)
 
         taps = self.kernel_size[0] * self.kernel_size[1]
-        self.offset = nn.Conv2d(in_channels, 2 * taps, kernel_size, stride, padding, dilation) if learn_offsets else None
-        self.mask = nn.Conv2d(in_channels, taps, kernel_size, stride, padding, dilation) if modulated else None
+        self.offset = nn.Conv2d(in_channels, 2 * taps, kernel_size, stride, padding, dilation, bias=bias) if learn_offsets else None
+        self.mask = nn.Conv2d(in_channels, taps, kernel_size, stride, padding, dilation, bias=bias) if modulated else None
         for predictor in (self.offset, self.mask):
-            if predictor is not None:
+            if predictor is not None and zero_predictors:
                 nn.init.zeros_(predictor.weight)
-                nn.init.zeros_(predictor.bias)
+                if bias:
+                    nn.init.zeros_(predictor.bias)
 
     def predictor_parameters(self):
         return [p for m in (self.offset, self.mask) if m is not None for p in m.parameters()]
@@ -58,7 +62,7 @@ class DeformableConv(nn.Module):
         # One convolution for both predictors: measured 1.5x faster (forward+backward) than two, whose 18
         # and 9 output channels use the CPU's vector units poorly. The parameters stay separate modules.
         weight = torch.cat((self.offset.weight, self.mask.weight))
-        bias = torch.cat((self.offset.bias, self.mask.bias))
+        bias = torch.cat((self.offset.bias, self.mask.bias)) if self.offset.bias is not None else None
         both = F.conv2d(x, weight, bias, self.offset.stride, self.offset.padding, self.offset.dilation)
         offset, mask = both.split((self.offset.out_channels, self.mask.out_channels), dim=1)
         return offset, torch.sigmoid(mask)

@@ -11,7 +11,7 @@ from conftest import ROOT, synthetic_set
 from models.network import ConvNet
 from utils.engine import export as export_mod
 from utils.engine.checkpoint import save_weights
-from utils.engine.data import normalize
+from utils.engine.data import to_unit
 from utils.plumbing.errors import UserError
 
 onnx = pytest.importorskip("onnx")
@@ -56,7 +56,7 @@ def test_verify_compares_accuracy_image_by_image(tmp_path, synthetic_data, capsy
     assert result["onnxruntime_accuracy"] == result["pytorch_accuracy"]
     labels = synthetic_set(50, seed=2).labels
     with torch.no_grad():
-        predictions = model(normalize(synthetic_set(50, seed=2).images, "cpu")).argmax(1)
+        predictions = model(to_unit(synthetic_set(50, seed=2).images, "cpu")).argmax(1)
     assert result["pytorch_accuracy"] == int((predictions == labels).sum()) / 50  # the accuracy of these very images
     assert "verify on 50 test images: ONNX Runtime accuracy" in capsys.readouterr().out
 

@@ -31,7 +31,8 @@ def test_train_then_test_writes_everything(tmp_path, synthetic_data, variant, ca
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[-1]["train_loss"] < history[0]["train_loss"]  # a short run lowers the loss
     state = load_checkpoint(train_dir / "ckpt/model_3.pth")
-    assert state["model_args"] == {"variant": variant, "conv_ch": [8, 16], "deformable_layers": None} and state["config"]["num_epoch"] == 3
+    assert state["model_args"] == {"variant": variant, "conv_ch": [8, 16], "deformable_layers": None, "bias": True, "inputs": "standardized"}
+    assert state["config"]["num_epoch"] == 3
     weights = load_checkpoint(train_dir / "weights.pth")
     assert set(weights) == {"format", "model_args", "epoch", "model", "config"}  # no optimizer state
     assert all(torch.equal(weights["model"][k], state["model"][k]) for k in state["model"])

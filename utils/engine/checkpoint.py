@@ -4,7 +4,8 @@ Only tensors, numbers, strings, lists and dicts are stored, so `torch.load(weigh
 them; a file that carries any other pickled object (which could run code when unpickled) is refused.
 The model is rebuilt from the checkpoint's own arguments: `ConvNet(**state["model_args"])`.
 Checkpoints written before variants had names (`model_type` 1/2/3 and `conv_ch` at the top level) load
-as well: they are read into the same `model_args`.
+as well: they are read into the same `model_args`, completed with the defaults of arguments added since; so do
+the reference repository's files (utils/engine/reference.py), given the variant they hold.
 """
 import pickle
 import re
@@ -12,8 +13,9 @@ import zipfile
 
 import torch
 
-from models.network import ConvNet
+from models.network import ConvNet, model_args
 from models.registry import variant_name
+from utils.engine import reference
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import atomic_path
 
@@ -34,13 +36,14 @@ def save_checkpoint(path, model, optimizer, epoch, history, config):
     })
 
 
-def save_weights(path, model_args, model_state, epoch, config):
+def save_weights(path, args, model_state, epoch, config):
     """A finished run's model alone (no optimizer state, history or RNG): ~0.4 MB, small enough to commit.
     Loads like any checkpoint (test scripts, visualize_offsets.py)."""
-    _save(path, {"model_args": dict(model_args), "epoch": epoch, "model": {k: v.detach().cpu() for k, v in model_state.items()}, "config": config})
+    _save(path, {"model_args": dict(args), "epoch": epoch, "model": {k: v.detach().cpu() for k, v in model_state.items()}, "config": config})
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, variant=None):
+    """The checkpoint as a dict with complete `model_args`; `variant`: the model a reference file holds."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -56,6 +59,11 @@ def load_checkpoint(path):
         raise UserError(f"checkpoint {path} is truncated or corrupt ({e.__class__.__name__}); use another checkpoint or retrain")
     not_ours = UserError(f"{path} is not a checkpoint written by this tool (no model arguments and weights); "
                          "pass a train/weights.pth or ckpt/model_<epoch>.pth file")
+    if reference.is_reference(state):
+        if variant is None:
+            raise UserError(f"{path} is a reference-repository checkpoint, which does not say its model; test it with test_<Model>.py "
+                            f'(its script names the model) or set "variant"')
+        return reference.from_reference(state, variant)
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise not_ours
     if "model_args" not in state:  # written before variants had names
@@ -65,6 +73,7 @@ def load_checkpoint(path):
             state["model_args"] = {"variant": variant_name(state.pop("model_type")), "conv_ch": list(state.pop("conv_ch"))}
         except ValueError:
             raise not_ours from None
+    state["model_args"] = model_args(state["model_args"])
     return state
 
 

@@ -1,9 +1,11 @@
-"""CIFAR-10 held in memory as uint8 tensors, the stratified train/validation split, and a batch iterator.
+"""CIFAR-10 held in memory as uint8 tensors, a run's train/validation split, and a batch iterator.
 
-No per-image PIL transforms: images are normalised a whole batch at a time, on the training device.
+No per-image PIL transforms: a whole batch is scaled to [0, 1] at a time, on the training device (the network
+standardizes it itself, models/network.py).
 """
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -12,9 +14,6 @@ from sklearn.model_selection import train_test_split
 from utils.plumbing.errors import UserError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-# Per-channel mean/std of the CIFAR-10 training images (0..1 scale).
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2470, 0.2435, 0.2616)
 
 
 @dataclass
@@ -58,20 +57,46 @@ def stratified_subset(data, size, seed):
     return data.subset(np.sort(keep))
 
 
-def split_train_val(data, test_size, seed):
-    """Stratified split: the same seed always gives the same split."""
-    labels = data.labels.numpy()
+def split_train_val(data, test_size, seed, stratified=True):
+    """The same seed always gives the same split; stratified (every class in proportion) or, as the reference
+    repository, a plain random draw (seeded here, unlike there)."""
     try:
-        train_idx, val_idx = train_test_split(np.arange(len(data)), test_size=test_size, random_state=seed, stratify=labels)
+        train_idx, val_idx = train_test_split(np.arange(len(data)), test_size=test_size, random_state=seed,
+                                              stratify=data.labels.numpy() if stratified else None)
     except ValueError as e:
         raise UserError(f"cannot split {len(data)} images with test_size={test_size} ({e}); use more images or another test_size")
     return data.subset(train_idx), data.subset(val_idx)
 
 
-def normalize(images_uint8, device):
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
-    return (images_uint8.to(device, non_blocking=True).float() / 255.0 - mean) / std
+@dataclass(frozen=True)
+class Split:
+    """Which images a run trains and validates on: everything its config says about the data, and the one place
+    that draws them (training, and the precise BatchNorm statistics of its test, use the same images)."""
+    test_size: float
+    seed: int
+    train_subset: Optional[int] = None
+    stratified: bool = True
+
+    @classmethod
+    def of(cls, cfg):
+        """A TrainConfig's split."""
+        return cls(cfg.test_size, cfg.random_seed, cfg.train_subset, cfg.stratified_split)
+
+    @classmethod
+    def recorded(cls, config):
+        """The split of a checkpoint's stored config (a dict); None when it does not say (weights from elsewhere)."""
+        if not isinstance(config, dict) or "random_seed" not in config or "test_size" not in config:
+            return None
+        return cls(config["test_size"], config["random_seed"], config.get("train_subset"), config.get("stratified_split", True))
+
+    def draw(self, full):
+        """(train, validation) ImageSets of the 50,000 official training images `full`."""
+        return split_train_val(stratified_subset(full, self.train_subset, self.seed), self.test_size, self.seed, self.stratified)
+
+
+def to_unit(images_uint8, device):
+    """uint8 images -> float32 in [0, 1] on `device`, what the network takes (torchvision's ToTensor scale)."""
+    return images_uint8.to(device, non_blocking=True).float() / 255.0
 
 
 class Batches:
@@ -93,4 +118,4 @@ class Batches:
             order = torch.arange(n)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
-            yield normalize(self.data.images[idx], self.device), self.data.labels[idx].to(self.device, non_blocking=True)
+            yield to_unit(self.data.images[idx], self.device), self.data.labels[idx].to(self.device, non_blocking=True)

@@ -65,8 +65,8 @@ def export_onnx(checkpoint, out, overwrite=False):
         raise UserError(f"exporting {checkpoint} to ONNX failed ({type(e).__name__}: {str(e).splitlines()[0][:300]})")
     proto = program.model_proto
     metadata = {"variant": state["model_args"]["variant"], "model_args": json.dumps(state["model_args"]), "checkpoint": str(checkpoint),
-                "input": "images: float32 [N, 3, 32, 32], RGB in 0..1, normalised per channel by mean and std",
-                "mean": json.dumps(data_mod.MEAN), "std": json.dumps(data_mod.STD), "classes": json.dumps(data_mod.CLASSES)}
+                "input": "images: float32 [N, 3, 32, 32], RGB in 0..1 (the model standardizes them itself unless model_args says inputs unit)",
+                "classes": json.dumps(data_mod.CLASSES)}
     onnx.helper.set_model_props(proto, metadata)
     # Checked before it gets its name: an invalid or interrupted export leaves no .onnx file behind.
     with atomic_path(out) as tmp:

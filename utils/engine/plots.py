@@ -31,19 +31,21 @@ def plot_loss(history, path, title):
     save_figure(fig, path)
 
 
-def plot_confusion(matrix, classes, path, title):
-    """Row-normalised confusion matrix (rows: true class), with counts in the cells."""
-    matrix = np.asarray(matrix)
-    rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(7, 6))
-    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, label="fraction of the true class")
-    ax.set_title(title)
+def plot_confusion(panels, classes, path, title):
+    """Row-normalised confusion matrices side by side (rows: true class), with counts in the cells; panels: [(matrix, subtitle)]."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels) + 0.5, 6), squeeze=False)
+    for ax, (matrix, subtitle) in zip(axes[0], panels):
+        matrix = np.asarray(matrix)
+        rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+        im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
+        ax.set_title(subtitle)
+    fig.colorbar(im, ax=list(axes[0]), label="fraction of the true class")
+    fig.suptitle(title)
     save_figure(fig, path)

@@ -9,13 +9,14 @@ from pathlib import Path
 import torch
 import torchvision
 
+from models.network import model_args
 from utils.engine.checkpoint import save_weights
 from utils.plumbing import runs
 
 # The config keys that define what a run computes besides its variant (not where or on what it runs). A
 # finished run is only reused when these match (compare.py); they are stored in the run's record.
 RESULT_KEYS = ("conv_ch", "batch_size", "test_size", "random_seed", "learning_rate", "weight_decay", "train_subset", "deformable_layers",
-               "offset_lr_mult")
+               "offset_lr_mult", "inputs", "bias", "predictor_init", "stratified_split", "validate_in_train_mode")
 
 
 def code_version():
@@ -28,11 +29,6 @@ def code_version():
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "") if head.returncode == 0 else None
-
-
-def model_args(cfg):
-    """The network's constructor arguments (models/network.py ConvNet), as a checkpoint stores them."""
-    return {"variant": cfg.variant, "conv_ch": list(cfg.conv_ch), "deformable_layers": cfg.deformable_layers}
 
 
 def result_settings(cfg):

@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models.deform_ops import NonFiniteArgument
-from models.network import ConvNet, count_parameters
+from models.network import ConvNet, count_parameters, model_args
 from utils.engine import data as data_mod
 from utils.engine.checkpoint import check_model_args, load_checkpoint, save_checkpoint
 from utils.engine.device import backend_note, resolve_backend, resolve_device
 from utils.engine.evaluate import evaluate
 from utils.engine.plots import plot_loss
-from utils.engine.record import Record, finish, model_args
+from utils.engine.record import Record, finish
 from utils.plumbing.errors import Interrupted, UserError
 from utils.plumbing.files import write_csv, write_json
 from utils.plumbing.runs import RunLayout, run_status
@@ -29,9 +29,7 @@ def seed_everything(seed):
 
 
 def prepare_data(cfg):
-    full = data_mod.load_cifar10(cfg.data_dir, train=True, download=cfg.download)
-    full = data_mod.stratified_subset(full, cfg.train_subset, cfg.random_seed)
-    return data_mod.split_train_val(full, cfg.test_size, cfg.random_seed)
+    return data_mod.Split.of(cfg).draw(data_mod.load_cifar10(cfg.data_dir, train=True, download=cfg.download))
 
 
 def group_learning_rates(cfg):
@@ -82,7 +80,7 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume", on_epoc
     seed_everything(cfg.random_seed)
     train_set, val_set = prepare_data(cfg)
 
-    model = ConvNet(**model_args(cfg), backend=backend).to(device)
+    model = ConvNet(**model_args(cfg), backend=backend, zero_predictors=cfg.predictor_init == "zeros").to(device)
     optimizer = make_optimizer(model, cfg)
     history, start_epoch = [], 1
     if state is not None:
@@ -120,7 +118,7 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume", on_epoc
     for epoch in range(start_epoch, cfg.num_epoch + 1):
         try:
             train_loss, seconds = train_one_epoch(runner, optimizer, train_batches, epoch, cfg.num_epoch)
-            val = evaluate(runner, val_batches)
+            val = evaluate(runner, val_batches, train_mode=cfg.validate_in_train_mode)
             history.append(
                 {"epoch": epoch, "train_loss": train_loss, "val_loss": val.loss, "val_accuracy": val.accuracy,
                  "train_seconds": seconds, "val_seconds": val.seconds}

@@ -57,13 +57,15 @@ def check_settings(run, train_cfg):
 
 
 def needs_test(run, cfg):
-    """No test metrics of the final weights yet, or none of the robustness the config asks for."""
+    """No test metrics of the final weights yet, or not the BatchNorm statistics or robustness the config asks for."""
     if tested_epoch(run) != cfg.num_epoch:
+        return True
+    report = json.loads(run.metrics.read_text())
+    if cfg.precise_bn and (report.get("bn_statistics") != "precise" or report["precise_bn"]["subset"] != cfg.precise_bn_images):
         return True
     if not cfg.robustness:
         return False
-    report = json.loads(run.metrics.read_text()).get("robustness")
-    return report is None or report["subset"] != cfg.robustness_images
+    return report.get("robustness") is None or report["robustness"]["subset"] != cfg.robustness_images
 
 
 def run_one(cfg, name, seed, wait, progress=None, head=None):

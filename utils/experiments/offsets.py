@@ -79,7 +79,7 @@ def visualize(checkpoint, data_dir, download, image_indices, location, out, summ
     if not (0 <= y < 32 and 0 <= x < 32):
         raise UserError(f"--location {y} {x} is outside the 32x32 output grid; use values 0..31")
     chosen = test.subset(image_indices)
-    found = offsets_and_masks(model, data_mod.normalize(chosen.images, device))
+    found = offsets_and_masks(model, data_mod.to_unit(chosen.images, device))
     panels = [(chosen.images[i].permute(1, 2, 0).numpy(), *sampling_points(found, i, y, x), data_mod.CLASSES[int(chosen.labels[i])])
               for i in range(len(chosen))]
     name = variant.name
@@ -87,7 +87,7 @@ def visualize(checkpoint, data_dir, download, image_indices, location, out, summ
     plot_sampling_points(panels, (y, x), out, f"{name} (epoch {state.get('epoch')}): sampling points of output ({y}, {x})", modulated=variant.modulated)
 
     stats_set = test.subset(torch.arange(min(summary_images, len(test))))
-    stats = summary(offsets_and_masks(model, data_mod.normalize(stats_set.images, device)))
+    stats = summary(offsets_and_masks(model, data_mod.to_unit(stats_set.images, device)))
     report = {"checkpoint": str(checkpoint), "model_name": name, "location": [y, x], "images": list(image_indices),
               "summary_over_test_images": len(stats_set), "layers": stats}
     write_json(out.with_suffix(".json"), report)

@@ -43,6 +43,15 @@ def describe_host(host):
     return f"{host['cpu']} ({host['cpus']} CPUs{isa}, {host['torch_threads']} torch threads)"
 
 
+def as_trained(metrics):
+    """The accuracy with the BatchNorm statistics training left (test metrics from before precise BN hold only that)."""
+    return metrics["as_trained"]["accuracy"] if "as_trained" in metrics else metrics["accuracy"]
+
+
+def bn_statistics(metrics):
+    return metrics.get("bn_statistics", "as trained")
+
+
 def _run_row(name, r):
     """One finished run: its result, and where and how long it trained (from its history and run.json)."""
     train_s = [h["train_seconds"] for h in r["history"]]  # per epoch, as the variant rows measure it
@@ -50,6 +59,7 @@ def _run_row(name, r):
     segments = (r.get("record") or {}).get("segments", [])
     m = r["metrics"]
     return {"model": name, "seed": r["seed"], "test_accuracy": m["accuracy"], "test_images": m.get("test_images"),
+            "bn_statistics": bn_statistics(m), "test_accuracy_as_trained": as_trained(m),
             "best_val_accuracy": best["val_accuracy"], "best_val_epoch": best["epoch"],
             "training_minutes": sum(h["train_seconds"] + h["val_seconds"] for h in r["history"]) / 60,
             "train_seconds_per_epoch": float(np.median(train_s)), "train_seconds_fastest_epoch": min(train_s), "segments": len(segments),
@@ -78,11 +88,16 @@ def summarize(runs):
         rs = sorted(rs, key=lambda r: r["seed"])
         per_run += [_run_row(name, r) for r in rs]
         acc = [r["metrics"]["accuracy"] for r in rs]
+        trained = [as_trained(r["metrics"]) for r in rs]
         mean, ci = mean_ci(acc)
         rows.append({
             "model": name, "seeds": len(rs), "seed_list": [r["seed"] for r in rs], "epochs": len(rs[0]["history"]),
             "test_accuracy_mean": mean, "test_accuracy_std": float(np.std(acc, ddof=1)) if len(acc) > 1 else float("nan"),
             "test_accuracy_ci95": ci, "test_accuracies": acc,
+            # The headline is on precise BatchNorm statistics where a run's test estimated them (bn_statistics says).
+            "bn_statistics": sorted({bn_statistics(r["metrics"]) for r in rs}), "test_accuracies_as_trained": trained,
+            "test_accuracy_as_trained_mean": float(np.mean(trained)),
+            "test_accuracy_as_trained_std": float(np.std(trained, ddof=1)) if len(trained) > 1 else float("nan"),
             "best_val_accuracy_mean": float(np.mean([max(h["val_accuracy"] for h in r["history"]) for r in rs])),
             "parameters": rs[0]["metrics"]["parameters"],
             # The median, not the mean: an epoch slowed by other work on the machine does not move it. A long
@@ -99,12 +114,20 @@ def summarize(runs):
         common = sorted(set(a["seed_list"]) & set(b["seed_list"]))
         pa = [a["test_accuracies"][a["seed_list"].index(s)] for s in common]
         pb = [b["test_accuracies"][b["seed_list"].index(s)] for s in common]
+        paired_mean, paired_ci = mean_ci(np.subtract(pa, pb))  # the difference seed by seed, on the seeds both have
         pairs.append({"a": a["model"], "b": b["model"], "difference": a["test_accuracy_mean"] - b["test_accuracy_mean"],
+                      "paired_difference": paired_mean, "paired_difference_ci95": paired_ci,
+                      "difference_as_trained": a["test_accuracy_as_trained_mean"] - b["test_accuracy_as_trained_mean"],
                       "paired_seeds": len(common), "p_paired": paired(pa, pb), "p_welch": welch(a["test_accuracies"], b["test_accuracies"])})
     for pair, adjusted in zip(pairs, holm([p["p_paired"] for p in pairs])):
         pair["p_paired_holm"] = adjusted
         pair["significant"] = bool(adjusted < ALPHA) if not math.isnan(adjusted) else False
     return rows, pairs, per_run
+
+
+def _with_count(accuracy, images):
+    """0.5389 (5,389 / 10,000): the exact count where the metrics name the number of images."""
+    return f"{accuracy:.4f}" + (f" ({round(accuracy * images):,} / {images:,})" if images else "")
 
 
 def _fmt(value, spec):
@@ -122,14 +145,27 @@ def render(cfg, rows, pairs, per_run, environment):
         f"{cfg.num_epoch} epochs, {data} training images ({1 - cfg.test_size:.0%} train / {cfg.test_size:.0%} validation), batch "
         f"{cfg.batch_size}, AdamW lr {cfg.learning_rate} wd {cfg.weight_decay}, conv_ch {list(cfg.conv_ch)}{ablation}, {seeds}; "
         f"test accuracy on the 10,000 official test images. {environment}", "",
-        "| model | test accuracy (mean ± std) | 95 % CI | per seed | best val acc | parameters | train s/epoch (median) "
+    ]
+    runs_precise = sum(r["bn_statistics"] == "precise" for r in per_run)
+    precise = runs_precise > 0
+    if precise:
+        mixed = f" ({runs_precise} of {len(per_run)} runs; the others as trained)" if runs_precise < len(per_run) else ""
+        lines += ["Test accuracy with precise BatchNorm statistics" + mixed + ": each run's final weights fixed, every BatchNorm layer's "
+                  "running mean and variance re-estimated as a plain average over batches of its own training split (the running "
+                  "statistics of training are an exponential average over weights that kept moving). *As trained*: with the running "
+                  "statistics training left, beside it.", ""]
+    trained_head, trained_rule = (" as trained (mean ± std) |", "---|") if precise else ("", "")
+    lines += [
+        f"| model | test accuracy (mean ± std) | 95 % CI | per seed |{trained_head} best val acc | parameters | train s/epoch (median) "
         "| fastest epoch s | inference img/s | epochs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|" + trained_rule + "---|---|---|---|---|---|",
     ]
     for r in rows:
+        trained = (f" {_fmt(r['test_accuracy_as_trained_mean'], '.4f')} ± {_fmt(r['test_accuracy_as_trained_std'], '.4f')} |"
+                   if precise else "")
         lines.append(
             f"| {r['model']} | {_fmt(r['test_accuracy_mean'], '.4f')} ± {_fmt(r['test_accuracy_std'], '.4f')} | "
-            f"± {_fmt(r['test_accuracy_ci95'], '.4f')} | {', '.join(f'{a:.4f}' for a in r['test_accuracies'])} | "
+            f"± {_fmt(r['test_accuracy_ci95'], '.4f')} | {', '.join(f'{a:.4f}' for a in r['test_accuracies'])} |{trained} "
             f"{r['best_val_accuracy_mean']:.4f} | {r['parameters']:,} | {r['train_seconds_per_epoch']:.1f} | {r['train_seconds_fastest_epoch']:.1f} | "
             f"{r['inference_images_per_s']:.0f} | {r['epochs']} |")
     hosts = sorted({host for r in rows for host in r["train_seconds_by_host"]})
@@ -143,11 +179,13 @@ def render(cfg, rows, pairs, per_run, environment):
                                                            for c in cells) + " |")
     lines += ["", "Every run: training time is every epoch's training and validation, summed over the run's segments (each start "
               "or resume; its run.json names the machine and the git commit of every segment); train s/epoch as above.", "",
-              "| model | seed | test accuracy | best val acc (epoch) | training time | segments | train s/epoch (median / fastest) | trained on |",
-              "|---|---|---|---|---|---|---|---|"]
+              f"| model | seed | test accuracy |{trained_head.replace(' (mean ± std)', '')} best val acc (epoch) | training time | segments "
+              "| train s/epoch (median / fastest) | trained on |",
+              "|---|---|---|" + trained_rule + "---|---|---|---|---|"]
     for r in per_run:
-        correct = f" ({round(r['test_accuracy'] * r['test_images']):,} / {r['test_images']:,})" if r["test_images"] else ""
-        lines.append(f"| {r['model']} | {r['seed']} | {r['test_accuracy']:.4f}{correct} | {r['best_val_accuracy']:.4f} ({r['best_val_epoch']}) | "
+        trained = f" {_with_count(r['test_accuracy_as_trained'], r['test_images'])} |" if precise else ""
+        lines.append(f"| {r['model']} | {r['seed']} | {_with_count(r['test_accuracy'], r['test_images'])} |{trained} "
+                     f"{r['best_val_accuracy']:.4f} ({r['best_val_epoch']}) | "
                      f"{r['training_minutes']:.0f} min | {r['segments']} | {r['train_seconds_per_epoch']:.0f} / {r['train_seconds_fastest_epoch']:.0f} | "
                      f"{'; '.join(r['hosts']) or 'n/a'} |")
     holm = f"Holm-corrected over the {len(pairs)} pairs" if len(pairs) > 1 else "a single pair, so Holm changes nothing"
@@ -155,10 +193,16 @@ def render(cfg, rows, pairs, per_run, environment):
               f"(a seed fixes the split and the batch order, shared by every variant), "
               f"{holm}, "
               f"α = {ALPHA}; Welch's unpaired test for reference. With {'–'.join(map(str, counts))} seeds only large differences are detectable.", "",
-              "| A − B | difference | seeds paired | p (paired) | p (paired, Holm) | p (Welch) | larger than the spread? |",
-              "|---|---|---|---|---|---|---|"]
+              "The difference of the means; then the mean of the per-seed differences on the seeds both have, with its 95 % CI "
+              "(t-based): what a 'no' still allows." + (" *As trained*: the difference of the as-trained means." if precise else ""), "",
+              f"| A − B | difference | paired difference (95 % CI) |{' as trained |' if precise else ''} seeds paired | p (paired) | "
+              "p (paired, Holm) | p (Welch) | larger than the spread? |",
+              "|---|---|---|" + trained_rule + "---|---|---|---|---|"]
     for p in pairs:
-        lines.append(f"| {p['a']} − {p['b']} | {p['difference']:+.4f} | {p['paired_seeds']} | {_fmt(p['p_paired'], '.3f')} | "
+        interval = (f"{p['paired_difference']:+.4f} ({p['paired_difference'] - p['paired_difference_ci95']:+.4f} … "
+                    f"{p['paired_difference'] + p['paired_difference_ci95']:+.4f})" if not math.isnan(p["paired_difference_ci95"]) else "n/a")
+        trained = f" {p['difference_as_trained']:+.4f} |" if precise else ""
+        lines.append(f"| {p['a']} − {p['b']} | {p['difference']:+.4f} | {interval} |{trained} {p['paired_seeds']} | {_fmt(p['p_paired'], '.3f')} | "
                      f"{_fmt(p['p_paired_holm'], '.3f')} | {_fmt(p['p_welch'], '.3f')} | {'yes' if p['significant'] else 'no'} |")
     robust = [r for r in rows if r["robustness"]]
     if robust:

@@ -113,6 +113,10 @@ def layer_choice(v):
     return None if ok else 'must be "all", "last", null (the variant\'s own) or a list of distinct conv block numbers from 1, e.g. [2]'
 
 
+def one_of(*choices):
+    return lambda v: None if v in choices else "must be one of " + ", ".join(f'"{c}"' for c in choices)
+
+
 def optional_of(check_fn):
     return lambda v: None if v is None else check_fn(v)
 

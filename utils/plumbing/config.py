@@ -25,6 +25,7 @@ from utils.plumbing.checks import (
     layer_shape,
     non_negative_float,
     non_negative_int,
+    one_of,
     open_fraction,
     optional_of,
     optional_robustness_images,
@@ -74,6 +75,13 @@ class TrainingKeys:
     offset_lr_mult: float = default(non_negative_float, 1.0)
     # torch.compile the model (the cpp op is a registered operator: one graph). Off: benchmark.md says if it pays.
     compile: bool = default(boolean, False)
+    # The reference repository's choices, one key each (config/compare_reference.json sets them all; docs/configuration.md).
+    inputs: str = default(one_of("standardized", "unit"), "standardized")  # "unit": [0, 1] images, not standardized
+    bias: bool = default(boolean, True)  # false: no bias in any convolution or offset/mask predictor
+    predictor_init: str = default(one_of("zeros", "default"), "zeros")  # "default": PyTorch's initialisation of a convolution
+    stratified_split: bool = default(boolean, True)  # false: a plain random train/validation split (seeded)
+    # true: validation runs BatchNorm in training mode (batch statistics; the running statistics move to the validation images)
+    validate_in_train_mode: bool = default(boolean, False)
 
     def layer_problem(self, variants):
         """The rules between keys for deformable_layers; the problem, or None."""
@@ -110,6 +118,10 @@ class TestConfig:
     dcn_backend: str = default(dcn_backend, "auto")
     robustness: bool = default(boolean, True)  # also test on rotated, scaled and shifted copies of the test images
     robustness_images: Optional[int] = default(optional_robustness_images, None)  # null: all 10,000; else a stratified subset
+    # Re-estimate the BatchNorm statistics of the fixed final weights on the run's training split before testing
+    # (the as-trained accuracy is reported beside it); images: null = the whole training split.
+    precise_bn: bool = default(boolean, True)
+    precise_bn_images: Optional[int] = default(optional_subset, None)
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,8 @@ class CompareConfig(TrainingKeys):
     eval_batch_size: int = default(positive_int, 500)
     robustness: bool = default(boolean, True)
     robustness_images: Optional[int] = default(optional_robustness_images, None)
+    precise_bn: bool = default(boolean, True)
+    precise_bn_images: Optional[int] = default(optional_subset, None)
     aggregate_only: bool = default(boolean, False)  # only summarise the runs already in outdir
     # Who trains the runs: "local" (here, in turn), "slurm" or "submitit-local" (a job per run); `cluster`: a job's resources.
     launcher: str = default(launcher, "local")

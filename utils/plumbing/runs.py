@@ -165,6 +165,11 @@ def tested_epoch(layout):
         return None
 
 
+def reference_weights(variant):
+    """Where the reference repository's weights of `variant` are tested (test_<Model>.py) and converted to (utils/engine/reference.py)."""
+    return RunLayout(Path("result") / "reference-weights" / variant)
+
+
 class ProtocolLayout:
     """A compare protocol's outdir: one run per (variant, seed), and the comparison files."""
 
