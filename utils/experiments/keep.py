@@ -64,10 +64,12 @@ def keep(cfg, checkpoints):
         run = layout.run(name, seed)
         status = run_status(run, cfg.num_epoch)
         if status.state == "done" and status.tested and not run.lock.exists():  # locked: still writing its test files
-            accuracy = json.loads(run.metrics.read_text())["accuracy"]
-            commit(run.result_files(), [run.last],
-                   f"Protocol {cfg.protocol}: {name} seed {seed} finished ({cfg.num_epoch} epochs, test accuracy {accuracy:.4f}); "
-                   f"keep its small result files")
+            metrics = json.loads(run.metrics.read_text())
+            accuracy = f"test accuracy {metrics['accuracy']:.4f}" + (f", as trained {metrics['as_trained']['accuracy']:.4f}"
+                                                                     if metrics.get("bn_statistics") == "precise" else "")
+            tested_again = git("ls-files", "--error-unmatch", str(run.weights), check=False).returncode == 0
+            what = f"tested again ({accuracy})" if tested_again else f"finished ({cfg.num_epoch} epochs, {accuracy})"
+            commit(run.result_files(), [run.last], f"Protocol {cfg.protocol}: {name} seed {seed} {what}; keep its small result files")
         elif checkpoints and status.state == "partial" and run.last.exists():
             files = [f for f in (run.record, run.history_json, run.history_csv, run.loss_png, run.last) if f.exists()]
             commit(files, [], f"Protocol {cfg.protocol}: {name} seed {seed} at epoch {status.epochs_done}/{cfg.num_epoch}; keep its latest "
