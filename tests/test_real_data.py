@@ -24,4 +24,5 @@ def test_one_epoch_on_5000_real_images_beats_chance(tmp_path, variant):
     model = export_onnx(tmp_path / "run/train/weights.pth", tmp_path / "model.onnx")
     result = verify(tmp_path / "model.onnx", model, str(REAL_DATA))
     assert result["images"] == 10_000 and result["max_abs_logit_difference"] <= 1e-4
-    assert result["onnxruntime_accuracy"] == result["pytorch_accuracy"] == metrics["accuracy"]
+    # The exported file holds the checkpoint as trained: its BatchNorm statistics, not the test's precise ones.
+    assert result["onnxruntime_accuracy"] == result["pytorch_accuracy"] == metrics["as_trained"]["accuracy"]
