@@ -5,7 +5,7 @@ python export_onnx.py --checkpoint result/full/DeformConv2dv2/seed_0/train/weigh
 """
 import argparse
 
-from utils.cli import run_cli
+from utils.plumbing.errors import run_cli
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -4,7 +4,7 @@ python visualize_offsets.py --checkpoint result/DeformConv2dv2/train/weights.pth
 """
 import argparse
 
-from utils.cli import run_cli
+from utils.plumbing.errors import run_cli
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

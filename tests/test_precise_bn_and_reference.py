@@ -12,7 +12,7 @@ from utils.engine import data as data_mod
 from utils.engine import train as train_mod
 from utils.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from utils.engine.evaluate import precise_bn
-from utils.engine.reference import convert, is_reference
+from utils.engine.reference import is_reference
 from utils.experiments.compare import compare, needs_test
 from utils.plumbing.config import TrainConfig, parse_config
 from utils.plumbing.errors import UserError
@@ -117,7 +117,7 @@ def reference_state(model):
 
 
 @pytest.mark.parametrize("variant", ["Conv2d", "DeformConv2d", "DeformConv2dv2"])
-def test_a_reference_state_dict_is_read_into_the_same_network(tmp_path, variant):
+def test_a_reference_state_dict_is_read_into_the_same_network(tmp_path, synthetic_data, variant):
     torch.manual_seed(0)
     model = ConvNet(variant, [4, 8], bias=False, inputs="unit", zero_predictors=False).eval()
     path = tmp_path / "model_30.pth"
@@ -129,10 +129,14 @@ def test_a_reference_state_dict_is_read_into_the_same_network(tmp_path, variant)
     again = model_from_checkpoint(state, path, "gather").eval()
     x = torch.rand(3, 3, 32, 32)
     torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
-    convert(path, variant, tmp_path / "ours/train/weights.pth")  # the format every other tool takes
+    # Testing it also writes it in this repository's format, which every other tool takes.
+    cfg = make_test_config(tmp_path, model=str(path), outdir=str(tmp_path / "ours"), precise_bn=True, robustness=False)
+    assert run_script("test", variant, write_config(tmp_path / "test.json", cfg)) == 0
     ours = load_checkpoint(tmp_path / "ours/train/weights.pth")
     assert not is_reference(ours) and ours["model_args"] == state["model_args"]
     torch.testing.assert_close(model_from_checkpoint(ours, path, "gather").eval()(x), model(x), rtol=0, atol=0)
+    metrics = json.loads((tmp_path / "ours/test/metrics.json").read_text())
+    assert metrics["bn_statistics"] == "as trained" and "training split" in metrics["precise_bn"]["skipped"]  # its own statistics
 
 
 # What test_<Model>.py prints for the reference's own weights (correct / 10,000) on this repository's CPU op; the

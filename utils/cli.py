@@ -3,23 +3,10 @@
 torch is imported only after the arguments and the config have been checked, so bad input answers at once.
 """
 import argparse
-import sys
 
 from models.registry import VARIANTS
 from utils.plumbing.config import TestConfig, TrainConfig, load_config
-from utils.plumbing.errors import UserError
-
-
-def run_cli(main):
-    """Run main(); a UserError becomes 'error: ...' on stderr and a non-zero exit, never a traceback."""
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        print("error: interrupted before training started; nothing was written", file=sys.stderr)
-        sys.exit(130)
+from utils.plumbing.errors import UserError, run_cli
 
 
 def _parser(prog, description, example, several=False):

@@ -6,14 +6,10 @@ Its files are a plain state_dict whose network is this repository's ConvNet with
 `inputs="unit"` ([0, 1] images, no standardization): block i is `conv<i>` (the weight of the plain or deformable
 convolution), `offset<i>` (the offsets, torchvision's layout), `modulity<i>` (the mask, through a sigmoid) and
 `bn<i>`; then `fc`. Every model holds all the modules, so the file does not say which model it is: the caller
-does (test_DeformConv2dv2.py says DeformConv2dv2). The BatchNorm statistics are kept as they are.
-
-    python -m utils.engine.reference --variant DeformConv2dv2 ../shared/reference/DeformConv2dv2-model_30.pth
-        writes result/reference-weights/DeformConv2dv2/train/weights.pth
+does (test_DeformConv2dv2.py says DeformConv2dv2). The BatchNorm statistics are kept as they are. Testing one
+also writes it in this repository's format (utils/engine/testing.py), which every other tool takes.
 """
-import argparse
 import re
-from pathlib import Path
 
 import torch
 
@@ -53,37 +49,3 @@ def from_reference(state, variant):
             ours[f"{bn}.{name}"] = state[f"bn{i}.{name}"]
     ours["classifier.weight"], ours["classifier.bias"] = state["fc.weight"], state["fc.bias"]
     return {"model_args": args, "model": ours, "epoch": None, "config": None, "source": SOURCE}
-
-
-def convert(path, variant, out):
-    """Write the reference checkpoint `path` as this repository's weights file `out`; returns the state."""
-    from utils.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_weights
-
-    state = load_checkpoint(path, variant=variant)
-    model_from_checkpoint(state, path, backend="gather")  # refuses a file that does not fit the network
-    save_weights(out, state["model_args"], state["model"], state["epoch"], {"source": SOURCE, "converted_from": str(path)})
-    return state
-
-
-def main(argv=None):
-    from utils.cli import run_cli
-    from utils.plumbing.runs import reference_weights
-
-    parser = argparse.ArgumentParser(prog="python -m utils.engine.reference", description="Convert a reference checkpoint into this repository's format.")
-    parser.add_argument("checkpoint", help="e.g. ../shared/reference/DeformConv2dv2-model_30.pth")
-    parser.add_argument("--variant", required=True, choices=["Conv2d", "DeformConv2d", "DeformConv2dv2"], help="the model the file holds")
-    parser.add_argument("--out", help="default: result/reference-weights/<variant>/train/weights.pth")
-    args = parser.parse_args(argv)
-
-    def body():
-        out = Path(args.out) if args.out else reference_weights(args.variant).weights
-        if out.exists():
-            raise UserError(f"{out} exists already; remove it or pass another --out")
-        convert(args.checkpoint, args.variant, out)
-        print(f"wrote {out} ({args.variant}; bias false, inputs unit; the BatchNorm statistics of the file)")
-
-    run_cli(body)
-
-
-if __name__ == "__main__":
-    main()

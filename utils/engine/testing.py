@@ -8,7 +8,7 @@ import torch
 from models.network import count_parameters
 from models.registry import VARIANTS
 from utils.engine import data as data_mod
-from utils.engine.checkpoint import check_model_args, load_checkpoint, model_from_checkpoint
+from utils.engine.checkpoint import check_model_args, load_checkpoint, model_from_checkpoint, save_weights
 from utils.engine.device import backend_note, resolve_backend, resolve_device
 from utils.engine.evaluate import evaluate, precise_bn
 from utils.engine.plots import plot_confusion
@@ -83,8 +83,11 @@ def run_test(cfg, script_variant=None):
         # Where it was tested: images/s depend on the machine, and the rotated copies' bytes do too (robustness.py).
         "host": describe_host(device, torch.get_num_threads()),
     }
-    if "source" in state:
+    if "source" in state:  # a reference checkpoint: also kept in this repository's format, for every other tool
         metrics["source"] = state["source"]
+        if not run.weights.exists():
+            save_weights(run.weights, state["model_args"], state["model"], state["epoch"], {"source": state["source"], "converted_from": str(cfg.model)})
+            print(f"wrote {run.weights}: the same weights in this repository's format (export_onnx.py, visualize_offsets.py take it)")
     print(f"test accuracy as trained: {_count(metrics['as_trained'], as_trained.images)}")
     if bn:
         print(f"test accuracy with precise BatchNorm statistics: {_count(metrics['precise_bn'], precise.images)} (re-estimated on "

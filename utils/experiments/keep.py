@@ -20,9 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from utils.cli import run_cli
 from utils.plumbing.config import CompareConfig, load_config
-from utils.plumbing.errors import UserError
+from utils.plumbing.errors import UserError, run_cli
 from utils.plumbing.runs import ProtocolLayout, run_status
 
 

@@ -1,5 +1,7 @@
-"""The exceptions the scripts turn into a one-line message and an exit status instead of a traceback."""
+"""The exceptions the scripts turn into a one-line message and an exit status instead of a traceback, and the
+wrapper that does it."""
 import importlib
+import sys
 
 
 class UserError(Exception):
@@ -20,3 +22,16 @@ def require(package, who):
         return importlib.import_module(package)
     except ImportError:
         raise UserError(f"{who} needs the Python package {package!r}, which is not installed here; run: pip install -r requirements.txt") from None
+
+
+def run_cli(main):
+    """Run main(); a UserError becomes 'error: ...' on stderr and a non-zero exit, never a traceback. A Ctrl-C
+    that reaches here came before any work was saved (training turns its own into an Interrupted)."""
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted before training started; nothing was written", file=sys.stderr)
+        sys.exit(130)
