@@ -1,6 +1,6 @@
 """Draw the learned sampling points of a DeformConv2d / DeformConv2dv2 checkpoint on test images.
 
-python visualize_offsets.py --checkpoint result/DeformConv2dv2/train/weights.pth --data-dir ../shared/data
+python visualize_offsets.py --checkpoint result/full/DeformConv2dv2/seed_0/train/weights.pth
 """
 import argparse
 
@@ -9,11 +9,11 @@ from utils.plumbing.errors import run_cli
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="a checkpoint of a deformable variant (.pth), e.g. <run>/train/weights.pth")
-    parser.add_argument("--data-dir", default="./data", help="folder holding cifar-10-batches-py (default ./data)")
-    parser.add_argument("--download", action="store_true", help="download CIFAR-10 if it is missing")
+    parser.add_argument("--data-dir", default="./data", help="folder holding (or receiving: downloaded when missing) cifar-10-batches-py "
+                        "(default ./data; $CIFAR10_DIR, when set, wins)")
     parser.add_argument("--images", type=int, nargs="+", default=[0, 1, 2, 3], help="test-set indices to draw (default 0 1 2 3)")
     parser.add_argument("--location", type=int, nargs=2, default=[16, 16], metavar=("Y", "X"), help="output location (default 16 16)")
-    parser.add_argument("--out", default=None, help="PNG to write (default: offsets.png next to the checkpoint's run)")
+    parser.add_argument("--out", default=None, help="PNG to write (default: <run>/offsets/offsets_<checkpoint name>.png of the checkpoint's run)")
     parser.add_argument("--summary-images", type=int, default=1000, help="test images for the offset/mask statistics (default 1000)")
     args = parser.parse_args()
 
@@ -22,6 +22,6 @@ if __name__ == "__main__":
         from utils.plumbing.runs import RunLayout
 
         out = args.out or RunLayout.of_checkpoint(args.checkpoint).offsets_png(args.checkpoint)
-        visualize(args.checkpoint, args.data_dir, args.download, args.images, tuple(args.location), out, args.summary_images)
+        visualize(args.checkpoint, args.data_dir, True, args.images, tuple(args.location), out, args.summary_images)
 
     run_cli(main)

@@ -11,14 +11,29 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-REAL_DATA = ROOT.parent / "shared" / "data"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 from models.deform_ops import cpp  # noqa: E402
 from utils.cli import test_main, train_main  # noqa: E402
 from utils.engine import data as data_mod  # noqa: E402
 
+# The real CIFAR-10 for the end-to-end tests, found through the project's own setting ($CIFAR10_DIR, which CI points at
+# ../shared/data), else beside the checkout.
+REAL_DATA = Path(os.environ.get(data_mod.DATA_ENV) or ROOT.parent / "shared" / "data")
 needs_real_data = pytest.mark.skipif(not (REAL_DATA / "cifar-10-batches-py").exists(), reason="real CIFAR-10 not present")
+
+
+@pytest.fixture(autouse=True)
+def no_data_setting(monkeypatch):
+    """A test chooses its own data (synthetic, or a folder of its own): never the copy the environment points at."""
+    monkeypatch.delenv(data_mod.DATA_ENV, raising=False)
+
+
+@pytest.fixture
+def real_data(monkeypatch):
+    """Commands find the real CIFAR-10 as a user without internet makes them: $CIFAR10_DIR, with configs unedited."""
+    monkeypatch.setenv(data_mod.DATA_ENV, str(REAL_DATA))
+    return REAL_DATA
 
 
 def synthetic_set(n, seed):

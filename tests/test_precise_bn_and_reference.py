@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import REAL_DATA, ROOT, make_test_config, make_train_config, needs_real_data, run_script, write_config
+from conftest import ROOT, make_test_config, make_train_config, needs_real_data, run_script, write_config
 from test_compare_and_offsets import tiny_compare_config
 
 from models.network import ConvNet
@@ -148,9 +148,8 @@ REFERENCE_COUNTS = {"Conv2d": 5547, "DeformConv2d": 6731, "DeformConv2dv2": 6998
 @pytest.mark.slow
 @pytest.mark.skipif(not REFERENCE.exists(), reason="the reference checkpoints are not present")
 @pytest.mark.parametrize("variant", list(REFERENCE_COUNTS))
-def test_the_reference_weights_test_to_their_counts(tmp_path, variant, capsys):
-    overrides = [f"model={REFERENCE / f'{variant}-model_30.pth'}", f"data_dir={REAL_DATA}", "download=false", "robustness=false",
-                 f"outdir={tmp_path}"]
+def test_the_reference_weights_test_to_their_counts(tmp_path, real_data, variant, capsys):
+    overrides = [f"model={REFERENCE / f'{variant}-model_30.pth'}", "robustness=false", f"outdir={tmp_path}"]
     assert run_script("test", variant, str(ROOT / "config" / f"test_{variant}.json"), "--set", *overrides) == 0
     metrics = json.loads((tmp_path / "test/metrics.json").read_text())
     assert metrics["correct"] == REFERENCE_COUNTS[variant] and metrics["bn_statistics"] == "as trained"

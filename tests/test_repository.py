@@ -32,3 +32,9 @@ def test_plain_pytest_from_the_root_collects_only_the_test_suite():
     assert proc.returncode == 0, proc.stdout[-2000:]
     files = {line.split("::")[0] for line in proc.stdout.splitlines() if "::" in line}
     assert files and all(f.startswith("tests/") for f in files), sorted(files)
+
+
+def test_no_shipped_config_names_a_data_folder():
+    """Every config works where the user is: CIFAR-10 goes to the default folder, or $CIFAR10_DIR points at a copy."""
+    named = [p.name for p in (ROOT / "config").glob("*.json") if "data_dir" in p.read_text() or "../shared" in p.read_text()]
+    assert named == []

@@ -218,3 +218,15 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, sy
     monkeypatch.setattr(torch, "save", real_save)
     assert last.read_bytes() == good
     assert not [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_data_setting_wins_over_data_dir_and_is_named_when_wrong(tmp_path, monkeypatch, capsys):
+    from utils.engine.data import DATA_ENV, data_location
+
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "copy"))
+    assert data_location("./data", True) == (tmp_path / "copy", False, f"the environment variable {DATA_ENV}")  # never downloaded into
+    cfg = write_config(tmp_path / "t.json", make_train_config(tmp_path, data_dir=str(tmp_path / "elsewhere"), download=True))
+    assert run_script("train", "Conv2d", cfg) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and DATA_ENV in err and str(tmp_path / "copy") in err and "elsewhere" not in err
+    assert not (tmp_path / "run").exists()

@@ -3,6 +3,7 @@
 No per-image PIL transforms: a whole batch is scaled to [0, 1] at a time, on the training device (the network
 standardizes it itself, models/network.py).
 """
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -29,21 +30,37 @@ class ImageSet:
         return ImageSet(self.images[indices], self.labels[indices])
 
 
+# One setting points every command at an existing copy of CIFAR-10 (a machine without internet): checked before
+# any config's data_dir, never downloaded into. Tests and CI read the real data through it too.
+DATA_ENV = "CIFAR10_DIR"
+
+
+def data_location(data_dir, download):
+    """(folder, download, how it was chosen): $CIFAR10_DIR when set, else the config's data_dir."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env), False, f"the environment variable {DATA_ENV}"
+    return Path(data_dir), download, '"data_dir"'
+
+
 def load_cifar10(data_dir, train, download):
-    """The official training (50,000) or test (10,000) images, via torchvision (which checks the md5 sums)."""
+    """The official training (50,000) or test (10,000) images, via torchvision (which checks the md5 sums and,
+    when it downloads, shows a progress bar)."""
     import torchvision
 
+    root, download, chosen_by = data_location(data_dir, download)
+    fix = (f"point {DATA_ENV} at the folder that holds cifar-10-batches-py, or unset it to use data_dir" if chosen_by != '"data_dir"' else
+           f'set {DATA_ENV}=<the folder that holds cifar-10-batches-py> (an existing copy), or "download": true to download it into {root}')
+    if not download and not (root / "cifar-10-batches-py").is_dir():  # before torchvision: its message names neither setting
+        raise UserError(f"CIFAR-10 not found: no cifar-10-batches-py under {root.resolve()} (chosen by {chosen_by}); {fix}")
     try:
-        ds = torchvision.datasets.CIFAR10(root=data_dir, train=train, download=download)
+        ds = torchvision.datasets.CIFAR10(root=str(root), train=train, download=download)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
-        raise UserError(
-            f"CIFAR-10 not found or corrupted under {Path(data_dir).resolve()}/cifar-10-batches-py ({e}); "
-            f'set "data_dir" to the folder that holds cifar-10-batches-py (here: "../shared/data") or set "download": true'
-        )
+        raise UserError(f"CIFAR-10 not found or corrupted under {root.resolve()}/cifar-10-batches-py (chosen by {chosen_by}; {e}); {fix}")
     except OSError as e:  # no network while downloading
         raise UserError(
-            f"could not download CIFAR-10 into {Path(data_dir).resolve()} ({e.__class__.__name__}: {e}); "
-            f'copy cifar-10-batches-py there by hand or set "data_dir" to a folder that has it'
+            f"could not download CIFAR-10 into {root.resolve()} ({e.__class__.__name__}: {e}); without internet, set "
+            f"{DATA_ENV}=<a folder that holds cifar-10-batches-py>"
         )
     images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
     return ImageSet(images, torch.as_tensor(ds.targets, dtype=torch.long))

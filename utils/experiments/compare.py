@@ -167,8 +167,10 @@ def aggregate(cfg):
     env = environment(runs)
     rows, pairs, per_run = summarize(runs)
     out = ProtocolLayout(cfg.outdir)
-    write_json(out.file("comparison.json"), {"protocol": cfg.protocol, "config": dataclasses.asdict(cfg), "models": rows, "pairs": pairs,
-                                             "runs": per_run, "environment": env})
+    # Where this machine keeps CIFAR-10 is not part of the result: left out, so the file is the same on every machine.
+    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data_dir", "download")}
+    write_json(out.file("comparison.json"), {"protocol": cfg.protocol, "config": config, "models": rows, "pairs": pairs, "runs": per_run,
+                                             "environment": env})
     write_csv(out.file("comparison.csv"), [{k: v for k, v in r.items() if not isinstance(v, (list, dict)) and v is not None} for r in rows])
     report = render(cfg, rows, pairs, per_run, env)
     write_text(out.file("comparison.md"), report)
