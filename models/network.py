@@ -101,10 +101,12 @@ class ConvNet(nn.Module):
         """The offset/mask predictors' parameters (the `offset_lr_mult` group)."""
         return [p for layer in self.deformable_convs() for p in layer.predictor_parameters()]
 
+    def standardize(self, x):
+        """The [0, 1] images as the first block sees them (anything that walks `features` itself starts here)."""
+        return (x - self.mean) / self.std if self.inputs == "standardized" else x
+
     def forward(self, x):
-        if self.inputs == "standardized":
-            x = (x - self.mean) / self.std
-        return self.classifier(self.features(x).mean(dim=(2, 3)))
+        return self.classifier(self.features(self.standardize(x)).mean(dim=(2, 3)))
 
 
 def count_parameters(model):

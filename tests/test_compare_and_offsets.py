@@ -71,6 +71,26 @@ def test_offset_figure_for_deformable_checkpoints(tmp_path, synthetic_data, vari
     assert ("mask_mean" in report["layers"][0]) == (variant == "DeformConv2dv2")
 
 
+@pytest.mark.parametrize("inputs", ["standardized", "unit"])
+def test_the_offsets_shown_are_the_ones_the_forward_pass_samples_with(inputs):
+    """offsets_and_masks walks the blocks itself: it must feed them what forward() does (standardized images)."""
+    import torch
+
+    from models.network import ConvNet
+    from utils.experiments.offsets import offsets_and_masks
+
+    torch.manual_seed(0)
+    model = ConvNet("DeformConv2dv2", [4, 8], inputs=inputs, zero_predictors=False).eval()
+    seen = []
+    for layer in model.deformable_convs():
+        layer.register_forward_hook(lambda m, inp, out: seen.append(m.predict(inp[0])))
+    images = torch.rand(2, 3, 32, 32)
+    model(images)
+    for (_, off, mask), (fwd_off, fwd_mask) in zip(offsets_and_masks(model, images), seen):
+        torch.testing.assert_close(off.flatten(1), fwd_off.flatten(1), rtol=0, atol=0)
+        torch.testing.assert_close(mask, fwd_mask, rtol=0, atol=0)
+
+
 def test_offset_figure_refused_for_conv2d(tmp_path, synthetic_data):
     assert run_script("train", "Conv2d", write_config(tmp_path / "t.json", make_train_config(tmp_path, num_epoch=1))) == 0
     with pytest.raises(UserError, match="is a Conv2d model: it has no offsets to show; pass a checkpoint of DeformConv2d, DeformConv2dv2"):

@@ -23,7 +23,7 @@ from utils.plumbing.files import write_json
 @torch.no_grad()
 def offsets_and_masks(model, images):
     """Per deformable layer (input order): offsets [N, K, 2, H, W] (dy, dx) and masks [N, K, H, W] or None."""
-    found, x = [], images
+    found, x = [], model.standardize(images)
     for layer in model.features:
         if isinstance(layer, DeformableConv):
             off, mask = layer.predict(x)
