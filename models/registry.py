@@ -1,5 +1,4 @@
-"""The model variants by name, and the deformable-op backends: the names configs, checkpoints, logs,
-tables and file names use.
+"""The model variants by name: the names configs, checkpoints, logs, tables and file names use.
 
 Adding a variant is one entry in VARIANTS (plus its tests); nothing else checks for a particular variant.
 This module imports no torch, so a config is parsed and refused before torch loads.
@@ -12,8 +11,6 @@ from typing import Optional
 @dataclass(frozen=True)
 class Variant:
     name: str
-    script: str  # the model whose train_/test_ scripts run this variant
-    description: str
     deformable: bool = False  # its convolutions are DeformableConv layers (in the blocks `layers` names)
     offsets: bool = False  # learns sampling offsets (False with deformable: offsets fixed at zero, mask only)
     modulated: bool = False  # learns a modulation mask (DCNv2)
@@ -22,28 +19,25 @@ class Variant:
     match_params: Optional[str] = None  # widen this plain network to that variant's parameter count (within 3 %)
     legacy_id: Optional[int] = None  # the integer `model_type` older configs and checkpoints use
 
+    @property
+    def family(self):
+        """Which of the three models of the question this variant is (itself, or the one it is a control of)."""
+        return "DeformConv2dv2" if self.modulated else "DeformConv2d" if self.deformable else "Conv2d"
+
 
 VARIANTS = {v.name: v for v in (
-    Variant("Conv2d", "Conv2d", "nn.Conv2d(3x3, padding 1)", legacy_id=1),
-    Variant("DeformConv2d", "DeformConv2d", "deformable 3x3 conv fed by a learned offset predictor (3x3 conv -> 18 channels), DCNv1",
-            deformable=True, offsets=True, legacy_id=2),
-    Variant("DeformConv2dv2", "DeformConv2dv2", "as DeformConv2d plus a learned modulation mask predictor (3x3 conv -> 9 channels, "
-            "sigmoid), DCNv2", deformable=True, offsets=True, modulated=True, legacy_id=3),
+    Variant("Conv2d", legacy_id=1),  # nn.Conv2d(3x3, padding 1)
+    Variant("DeformConv2d", deformable=True, offsets=True, legacy_id=2),  # DCNv1: a learned offset predictor (3x3 conv -> 18 channels)
+    Variant("DeformConv2dv2", deformable=True, offsets=True, modulated=True, legacy_id=3),  # DCNv2: plus a mask predictor (-> 9, sigmoid)
     # Controls: what a deformable layer adds besides learned sampling positions.
-    Variant("Conv2d-params", "Conv2d", "nn.Conv2d(3x3), every block widened by one factor to DeformConv2dv2's parameter count "
-            "(within 3 %)", match_params="DeformConv2dv2"),
-    Variant("Conv2d-dilated", "Conv2d", "nn.Conv2d(3x3, dilation 2, padding 2): a larger receptive field, fixed", dilation=2),
-    Variant("DeformConv2dv2-mask-only", "DeformConv2dv2", "DeformConv2dv2 with offsets fixed at zero (no offset predictor): "
-            "the modulation mask alone", deformable=True, modulated=True),
+    Variant("Conv2d-params", match_params="DeformConv2dv2"),  # every block widened to DeformConv2dv2's parameter count
+    Variant("Conv2d-dilated", dilation=2),  # a larger receptive field, fixed
+    Variant("DeformConv2dv2-mask-only", deformable=True, modulated=True),  # offsets fixed at zero: the mask alone
     # Deformable only in the last conv block (the DCN papers put them in later stages).
-    Variant("DeformConv2d-last", "DeformConv2d", "DeformConv2d in the last conv block only", deformable=True, offsets=True, layers="last"),
-    Variant("DeformConv2dv2-last", "DeformConv2dv2", "DeformConv2dv2 in the last conv block only", deformable=True, offsets=True,
-            modulated=True, layers="last"),
+    Variant("DeformConv2d-last", deformable=True, offsets=True, layers="last"),
+    Variant("DeformConv2dv2-last", deformable=True, offsets=True, modulated=True, layers="last"),
 )}
 BASE = ("Conv2d", "DeformConv2d", "DeformConv2dv2")  # the three models of the question; the others are controls
-
-# The deformable-convolution ops (models/deform_ops): all compute the same function on the same parameters.
-BACKENDS = ("torchvision", "gather", "cpp")
 
 _BY_LEGACY_ID = {v.legacy_id: v.name for v in VARIANTS.values() if v.legacy_id is not None}
 

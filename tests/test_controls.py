@@ -110,4 +110,4 @@ def test_robustness_is_reported_with_identical_images_for_every_variant(tmp_path
 
 def test_every_variant_has_a_script_and_the_base_three_come_first():
     assert list(VARIANTS)[:3] == list(BASE)
-    assert all(v.script in BASE for v in VARIANTS.values())
+    assert all(v.family in BASE for v in VARIANTS.values())

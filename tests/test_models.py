@@ -98,4 +98,4 @@ def test_registry_names_and_legacy_integers():
         variant_name("deformconv2dv2")
     with pytest.raises(ValueError, match="unknown model variant True"):
         variant_name(True)  # JSON true is not model_type 1
-    assert all(v.script in VARIANTS for v in VARIANTS.values())  # every variant has a train/test script
+    assert all(v.family in VARIANTS for v in VARIANTS.values())  # every variant has a train/test script

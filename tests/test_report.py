@@ -7,9 +7,10 @@ from scipy import stats
 from utils.engine.robustness import TRANSFORMS
 from utils.experiments import figures
 from utils.experiments.compare import environment
-from utils.experiments.report import describe_host, render, summarize
+from utils.experiments.report import render, summarize
 from utils.experiments.stats import holm, mean_ci, paired, welch
 from utils.plumbing.config import CompareConfig, parse_config
+from utils.plumbing.machine import in_words
 
 
 def fake_run(seed, acc, val_accs, params=100):
@@ -68,7 +69,7 @@ def test_epoch_times_are_reported_per_machine_when_a_protocol_moved(tmp_path):
                                                 {"note": "no machine recorded", "epochs": [1, 1]}]}
     runs["DeformConv2d"][0]["record"] = {"segments": [{"host": xeon, "epochs": [1, 3]}]}
     rows, pairs, per_run = summarize(runs)
-    amd_name, xeon_name = (describe_host(h) for h in (amd, xeon))
+    amd_name, xeon_name = (in_words(h) for h in (amd, xeon))
     assert rows[0]["train_seconds_by_host"] == {amd_name: {"median": 10.5, "fastest": 10.0, "epochs": 4},
                                                 xeon_name: {"median": 11.5, "fastest": 11.0, "epochs": 2}}
     assert rows[1]["train_seconds_by_host"] == {xeon_name: {"median": 11.0, "fastest": 10.0, "epochs": 3}}

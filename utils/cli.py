@@ -22,7 +22,7 @@ def _parser(prog, description, example, several=False):
 
 def check_script(variant, script_variant, kind, source):
     """train_<X>.py / test_<X>.py run the variants whose `script` is X (models/registry.py)."""
-    runs_here = VARIANTS[variant].script
+    runs_here = VARIANTS[variant].family
     if runs_here != script_variant:
         raise UserError(f'{source}: variant {variant} is {kind}ed by {kind}_{runs_here}.py, not {kind}_{script_variant}.py; '
                         f'use {kind}_{runs_here}.py or set "variant": "{script_variant}"')

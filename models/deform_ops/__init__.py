@@ -11,10 +11,10 @@ magnitude (README, benchmark.py).
 import torch
 import torchvision
 
+from models.backends import BACKENDS
 from models.deform_ops.arguments import NonFiniteArgument, check_arguments, check_finite
 from models.deform_ops.cpp import fused_deform_conv2d
 from models.deform_ops.gather import deform_conv2d_gather
-from models.registry import BACKENDS
 
 __all__ = ["BACKENDS", "NonFiniteArgument", "deform_conv2d"]
 

@@ -2,8 +2,9 @@
 
 Training uses no augmentation, so these measure what each layer generalises to. The copies are made by
 torchvision's transform functions (bilinear, black fill outside the image), from the uint8 images, with
-no randomness at all: every model and run sees byte-identical images, and each copy's SHA-256 is stored
-next to its accuracy so that this can be checked.
+no randomness at all: on one machine every model and run sees byte-identical images. Not always across
+machines (the rotations round differently on some CPUs), so each copy's SHA-256 is stored next to its
+accuracy, and a comparison reports only the copies every run measured on the same bytes (report.py).
 """
 import hashlib
 

@@ -15,7 +15,8 @@ from utils.engine.plots import plot_confusion
 from utils.engine.robustness import robustness
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import write_json
-from utils.plumbing.runs import RunLayout, describe_host, reference_weights
+from utils.plumbing.machine import this_machine
+from utils.plumbing.runs import RunLayout, reference_weights
 
 
 def scores(result):
@@ -51,8 +52,8 @@ def run_test(cfg, script_variant=None):
     state = load_checkpoint(cfg.model, variant=cfg.variant or script_variant)  # before loading data: a bad checkpoint fails fast
     check_model_args(state, cfg.model, {"variant": cfg.variant, "conv_ch": cfg.conv_ch}, "the config")
     name = state["model_args"]["variant"]
-    if script_variant is not None and VARIANTS[name].script != script_variant:
-        script = VARIANTS[name].script
+    if script_variant is not None and VARIANTS[name].family != script_variant:
+        script = VARIANTS[name].family
         raise UserError(f"checkpoint {cfg.model} holds a {name} model; test it with test_{script}.py, not test_{script_variant}.py")
     run = RunLayout(cfg.outdir) if cfg.outdir else reference_weights(name) if "source" in state else RunLayout.of_checkpoint(cfg.model)
     device = resolve_device(cfg.device)
@@ -81,7 +82,7 @@ def run_test(cfg, script_variant=None):
         "device": str(device),
         "dcn_backend": backend,
         # Where it was tested: images/s depend on the machine, and the rotated copies' bytes do too (robustness.py).
-        "host": describe_host(device, torch.get_num_threads()),
+        "host": this_machine(device, torch.get_num_threads()),
     }
     if "source" in state:  # a reference checkpoint: also kept in this repository's format, for every other tool
         metrics["source"] = state["source"]

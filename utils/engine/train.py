@@ -1,4 +1,6 @@
-"""The training loop: one place for data, model, optimiser, loss, validation, history, plots and checkpoints."""
+"""The training loop: data -> model -> loss -> optimizer step, epoch by epoch (train() and train_one_epoch()), with
+what surrounds it kept apart: starting or resuming (start, restore, clear), what each epoch saves (save_epoch,
+finish) and what a stop answers (Stops)."""
 import dataclasses
 import random
 import shutil
@@ -7,19 +9,20 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
 from tqdm import tqdm
 
 from models.deform_ops import NonFiniteArgument
 from models.network import ConvNet, count_parameters, model_args
 from utils.engine import data as data_mod
-from utils.engine.checkpoint import check_model_args, load_checkpoint, save_checkpoint
+from utils.engine.checkpoint import check_model_args, load_checkpoint, save_checkpoint, save_weights
 from utils.engine.device import backend_note, resolve_backend, resolve_device
 from utils.engine.evaluate import evaluate
 from utils.engine.plots import plot_loss
-from utils.engine.record import Record, finish
 from utils.plumbing.errors import Interrupted, UserError
 from utils.plumbing.files import write_csv, write_json
-from utils.plumbing.runs import RunLayout, run_status
+from utils.plumbing.machine import this_machine
+from utils.plumbing.runs import RunLayout, RunRecord, run_status
 
 
 def seed_everything(seed):
@@ -60,100 +63,134 @@ def resume_state(run, cfg):
     return state
 
 
+def start(run, cfg, resume, overwrite):
+    """The checkpoint state to continue from (None: a new run), after the rules about what outdir may hold."""
+    if run.has_training() and not (resume or overwrite):
+        raise UserError(f"{run.train} already holds a training run; add --resume to continue it or --overwrite to replace it (or change outdir)")
+    return resume_state(run, cfg) if resume else None
+
+
+def clear(run):
+    """--overwrite: the old run goes only once the new one has its data, model and optimizer (an error before
+    leaves it untouched)."""
+    for path in (run.train, run.test):
+        if path.exists():
+            shutil.rmtree(path)
+    run.record.unlink(missing_ok=True)
+
+
+def restore(model, optimizer, state, cfg, run):
+    """The model, optimizer and RNG of a checkpoint; a resumed run takes the config's learning rate and weight decay
+    (as it takes its num_epoch)."""
+    model.load_state_dict(state["model"])
+    if len(state["optimizer"]["param_groups"]) != len(optimizer.param_groups):
+        raise UserError(f"--resume: {run.last} was trained with a different offset_lr_mult (1.0 and other values use different "
+                        f"optimizer groups); resume with the run's own offset_lr_mult or start a new run")
+    optimizer.load_state_dict(state["optimizer"])
+    for group, lr in zip(optimizer.param_groups, group_learning_rates(cfg)):
+        group["lr"], group["weight_decay"] = lr, cfg.weight_decay
+    torch.set_rng_state(state["torch_rng"])
+
+
+def finish(run, record, cfg, model_state):
+    """The files that keep a finished run: final weights, then the record that says it is done."""
+    save_weights(run.weights, model_args(cfg), model_state, cfg.num_epoch, dataclasses.asdict(cfg))
+    record.update(cfg.num_epoch, trained=True)
+
+
+def save_epoch(run, record, cfg, model, optimizer, history):
+    """After each epoch: history, loss plot, checkpoints, and the record (the final files after the last)."""
+    epoch = history[-1]["epoch"]
+    write_json(run.history_json, history)
+    write_csv(run.history_csv, history)
+    plot_loss(history, run.loss_png, f"{cfg.variant}: loss per epoch")
+    if epoch % cfg.save_epoch_freq == 0 or epoch == cfg.num_epoch:
+        save_checkpoint(run.checkpoint(epoch), model, optimizer, epoch, history, dataclasses.asdict(cfg))
+    save_checkpoint(run.last, model, optimizer, epoch, history, dataclasses.asdict(cfg))  # last: it says `epoch` is done
+    if epoch == cfg.num_epoch:
+        finish(run, record, cfg, model.state_dict())
+    else:
+        record.update(epoch, trained=False)
+
+
+class Stops:
+    """Turns what stops a training run into one line that says what is kept and what to do (a context manager
+    around the loop; `epoch` is the one in progress)."""
+
+    def __init__(self, run, cfg, resume_command):
+        self.run, self.cfg, self.resume_command, self.epoch, self.done = run, cfg, resume_command, 0, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        run, epoch = self.run, self.epoch
+        if kind is KeyboardInterrupt:
+            raise Interrupted(f"interrupted in epoch {epoch}; {self.done} finished epochs are saved in {run.last}; "
+                              f"continue with: {self.resume_command}") from None
+        if kind is NonFiniteLoss:
+            raise UserError(f"training stopped: the loss became {error.value} in epoch {epoch}, batch {error.batch}; the last good checkpoint "
+                            f"({epoch - 1} epochs) is {run.last}; lower learning_rate and start again with --overwrite") from None
+        if kind is not None and issubclass(kind, NonFiniteArgument):  # the offset/mask predictors diverged before the loss showed it
+            raise UserError(f"training stopped in epoch {epoch}: {error}; the last good checkpoint ({epoch - 1} epochs) is {run.last}; "
+                            f"lower learning_rate and start again with --overwrite") from None
+        if kind is not None and issubclass(kind, torch.OutOfMemoryError):
+            raise UserError(f"out of GPU memory in epoch {epoch} at batch_size {self.cfg.batch_size}; "
+                            f"set a smaller batch_size (e.g. {max(1, self.cfg.batch_size // 2)})") from None
+        return False
+
+
 def train(cfg, resume=False, overwrite=False, resume_command="--resume", on_epoch=None):
     """Train the model a TrainConfig describes; returns the per-epoch history. `on_epoch(entry)` is called after
     each finished (and saved) epoch with its history entry (compare.py's progress line)."""
     run = RunLayout(cfg.outdir)
-    if run.has_training() and not (resume or overwrite):
-        raise UserError(f"{run.train} already holds a training run; add --resume to continue it or --overwrite to replace it (or change outdir)")
-    state = resume_state(run, cfg) if resume else None
+    state = start(run, cfg, resume, overwrite)
     device = resolve_device(cfg.device)
     backend = resolve_backend(cfg.dcn_backend, device, cfg.variant)
-    name = cfg.variant
-    config_dict = dataclasses.asdict(cfg)
+    record = RunRecord(run, cfg, state, this_machine(device, torch.get_num_threads()),
+                       {"torch": torch.__version__, "torchvision": torchvision.__version__}, backend)
     if state is not None and state["epoch"] == cfg.num_epoch:
         # Training finished but the process stopped before the final files were written (or an older
         # version wrote none): write them from the last checkpoint; nothing is retrained.
-        finish(run, Record(run, cfg, state, device, backend), cfg, state["model"])
-        print(f"{name}: all {cfg.num_epoch} epochs were trained already; wrote {run.weights} and {run.record}")
+        finish(run, record, cfg, state["model"])
+        print(f"{cfg.variant}: all {cfg.num_epoch} epochs were trained already; wrote {run.weights} and {run.record}")
         return list(state["history"])
+
+    # Data -> model -> optimizer; the loss is in train_one_epoch.
     seed_everything(cfg.random_seed)
     train_set, val_set = prepare_data(cfg)
-
-    model = ConvNet(**model_args(cfg), backend=backend, zero_predictors=cfg.predictor_init == "zeros").to(device)
-    optimizer = make_optimizer(model, cfg)
-    history, start_epoch = [], 1
-    if state is not None:
-        model.load_state_dict(state["model"])
-        if len(state["optimizer"]["param_groups"]) != len(optimizer.param_groups):
-            raise UserError(f"--resume: {run.last} was trained with a different offset_lr_mult (1.0 and other values use different "
-                            f"optimizer groups); resume with the run's own offset_lr_mult or start a new run")
-        optimizer.load_state_dict(state["optimizer"])
-        # A resumed run may change these (e.g. a new learning rate); the config wins, as it does for num_epoch.
-        for group, lr in zip(optimizer.param_groups, group_learning_rates(cfg)):
-            group["lr"], group["weight_decay"] = lr, cfg.weight_decay
-        torch.set_rng_state(state["torch_rng"])
-        history, start_epoch = list(state["history"]), state["epoch"] + 1
-    elif overwrite:
-        # Only now: a config or data error above leaves the old run untouched.
-        for path in (run.train, run.test):
-            if path.exists():
-                shutil.rmtree(path)
-        run.record.unlink(missing_ok=True)
-
     train_batches = data_mod.Batches(train_set, cfg.batch_size, device, shuffle=True, seed=cfg.random_seed)
     val_batches = data_mod.Batches(val_set, cfg.batch_size, device)
-    print(
-        f"training {name} ({count_parameters(model):,} parameters) on {len(train_set):,} images, validating on "
-        f"{len(val_set):,}; {device}{backend_note(backend)}, epochs {start_epoch}..{cfg.num_epoch}, writing {run.root}"
-    )
+    model = ConvNet(**model_args(cfg), backend=backend, zero_predictors=cfg.predictor_init == "zeros").to(device)
+    optimizer = make_optimizer(model, cfg)
+    history = []
+    if state is not None:
+        restore(model, optimizer, state, cfg, run)
+        history = list(state["history"])
+    elif overwrite:
+        clear(run)
+    first = state["epoch"] + 1 if state is not None else 1
+    print(f"training {cfg.variant} ({count_parameters(model):,} parameters) on {len(train_set):,} images, validating on "
+          f"{len(val_set):,}; {device}{backend_note(backend)}, epochs {first}..{cfg.num_epoch}, writing {run.root}")
     # Compiled: the same parameters (checkpoints hold `model`'s), run as a compiled graph. The first epoch pays
     # the compilation (tens of seconds; once more for the smaller last batch and for evaluation mode).
     runner = torch.compile(model) if cfg.compile else model
-    record = Record(run, cfg, state, device, backend)
     if state is None:
-        save_checkpoint(run.last, model, optimizer, 0, history, config_dict)  # so even a Ctrl-C in epoch 1 can resume
-    record.update(start_epoch - 1, trained=False)
+        save_checkpoint(run.last, model, optimizer, 0, history, dataclasses.asdict(cfg))  # so even a Ctrl-C in epoch 1 can resume
+    record.update(first - 1, trained=False)
 
-    for epoch in range(start_epoch, cfg.num_epoch + 1):
-        try:
+    with Stops(run, cfg, resume_command) as stops:
+        for epoch in range(first, cfg.num_epoch + 1):
+            stops.epoch, stops.done = epoch, len(history)
             train_loss, seconds = train_one_epoch(runner, optimizer, train_batches, epoch, cfg.num_epoch)
             val = evaluate(runner, val_batches, train_mode=cfg.validate_in_train_mode)
-            history.append(
-                {"epoch": epoch, "train_loss": train_loss, "val_loss": val.loss, "val_accuracy": val.accuracy,
-                 "train_seconds": seconds, "val_seconds": val.seconds}
-            )
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val.loss, "val_accuracy": val.accuracy,
+                            "train_seconds": seconds, "val_seconds": val.seconds})
             print(f"epoch {epoch}/{cfg.num_epoch}: train loss {train_loss:.4f}, val loss {val.loss:.4f}, "
                   f"val acc {val.accuracy:.4f}, {seconds:.1f}s", flush=True)
-            write_json(run.history_json, history)
-            write_csv(run.history_csv, history)
-            plot_loss(history, run.loss_png, f"{name}: loss per epoch")
-            if epoch % cfg.save_epoch_freq == 0 or epoch == cfg.num_epoch:
-                save_checkpoint(run.checkpoint(epoch), model, optimizer, epoch, history, config_dict)
-            save_checkpoint(run.last, model, optimizer, epoch, history, config_dict)
-            if epoch == cfg.num_epoch:
-                finish(run, record, cfg, model.state_dict())
-            else:
-                record.update(epoch, trained=False)
-        except KeyboardInterrupt:
-            done = history[-1]["epoch"] if history else 0  # last.pth is written last: it holds `done` epochs
-            raise Interrupted(f"interrupted in epoch {epoch}; {done} finished epochs are saved in {run.last}; continue with: {resume_command}") from None
-        except NonFiniteLoss as e:
-            raise UserError(
-                f"training stopped: the loss became {e.value} in epoch {epoch}, batch {e.batch}; the last good checkpoint "
-                f"({epoch - 1} epochs) is {run.last}; lower learning_rate and start again with --overwrite"
-            ) from None
-        except NonFiniteArgument as e:  # the offset/mask predictors diverged before the loss could show it
-            raise UserError(
-                f"training stopped in epoch {epoch}: {e}; the last good checkpoint ({epoch - 1} epochs) is {run.last}; "
-                f"lower learning_rate and start again with --overwrite"
-            ) from None
-        except torch.OutOfMemoryError:
-            raise UserError(
-                f"out of GPU memory in epoch {epoch} at batch_size {cfg.batch_size}; set a smaller batch_size (e.g. {max(1, cfg.batch_size // 2)})"
-            ) from None
-        if on_epoch is not None:
-            on_epoch(history[-1])
+            save_epoch(run, record, cfg, model, optimizer, history)
+            if on_epoch is not None:
+                on_epoch(history[-1])
     print(f"done: {run.loss_png}, {run.history_json}, {run.weights} (final weights), {run.checkpoint(cfg.num_epoch)}")
     return history
 

@@ -24,7 +24,7 @@ from utils.experiments.benchmark_report import render_markdown
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import write_json, write_text
 from utils.plumbing.isolated import call_in_process, peak_rss_mb
-from utils.plumbing.runs import describe_host
+from utils.plumbing.machine import this_machine
 
 
 def _sync(device):
@@ -152,7 +152,7 @@ def data_pipeline_share(cfg, device):
 
 
 def _cpu_name():
-    host = describe_host()
+    host = this_machine()
     return f"{host['cpu']}, {host['cpu_isa'] or 'no AVX2'}"
 
 

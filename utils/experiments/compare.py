@@ -11,17 +11,17 @@ import torch
 
 from models.registry import VARIANTS
 from utils.engine.data import CLASSES
-from utils.engine.record import result_settings
 from utils.engine.testing import run_test
 from utils.engine.train import train
 from utils.experiments.cluster import submit_all
 from utils.experiments.figures import plot_comparison_accuracy, plot_comparison_curves, plot_comparison_per_class, plot_robustness
 from utils.experiments.progress import ProtocolProgress
-from utils.experiments.report import describe_host, render, summarize
+from utils.experiments.report import render, summarize
 from utils.plumbing.config import TestConfig, TrainConfig
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import write_csv, write_json, write_text
 from utils.plumbing.locks import LockHeld, RunLock
+from utils.plumbing.machine import in_words
 from utils.plumbing.runs import ProtocolLayout, run_status, tested_epoch
 
 
@@ -48,7 +48,7 @@ def test_config_for(cfg, variant, seed):
 def check_settings(run, train_cfg):
     """A finished run is reused only if it computed what the config asks for."""
     recorded = (run.read_record() or {}).get("settings", {})
-    for key, wanted in result_settings(train_cfg).items():
+    for key, wanted in train_cfg.result_settings().items():
         if key in recorded and recorded[key] != wanted:
             raise UserError(
                 f"{run.root} was trained with {key} {json.dumps(recorded[key])}, the config says {json.dumps(wanted)}; "
@@ -144,14 +144,14 @@ def environment(runs):
     for r in (r for rs in runs.values() for r in rs):
         for seg in (r["record"] or {}).get("segments", []):
             if "host" in seg:
-                hosts.add(describe_host(seg["host"]))
+                hosts.add(in_words(seg["host"]))
                 versions.add(f"torch {seg['versions']['torch']}")
     metrics = [r["metrics"] for rs in runs.values() for r in rs]
     backends = sorted({m["dcn_backend"] for m in metrics if m.get("dcn_backend")})  # None for plain runs
     where = "; ".join(sorted(hosts)) or ", ".join(sorted({m["device"] for m in metrics}))
     versions_text = f", {', '.join(sorted(versions))}" if versions else ""
     backends_text = f"; dcn_backend {', '.join(backends)}" if backends else ""
-    tested = sorted({describe_host(m["host"]) for m in metrics if "host" in m})  # test metrics name their machine since 2026-11-27
+    tested = sorted({in_words(m["host"]) for m in metrics if "host" in m})  # test metrics name their machine since 2026-11-27
     unnamed = sum("host" not in m for m in metrics)
     tested_text = ""
     if tested:
@@ -190,8 +190,8 @@ def aggregate(cfg):
 
 def compare(cfg):
     if cfg.aggregate_only:
-        pass
-    elif cfg.launcher == "local":
+        return aggregate(cfg)
+    if cfg.launcher == "local":
         run_all(cfg)
     else:
         layout = ProtocolLayout(cfg.outdir)

@@ -8,6 +8,7 @@ import numpy as np
 from utils.engine.data import CLASSES
 from utils.engine.robustness import COPIES
 from utils.experiments.stats import ALPHA, holm, mean_ci, paired, welch
+from utils.plumbing.machine import in_words
 
 
 def shared_images(runs):
@@ -35,14 +36,6 @@ def _robustness(rs, names):
     return {"images": reports[0]["images"], "accuracy": out}
 
 
-def describe_host(host):
-    """One segment's machine in words, as run.json records it."""
-    if host["device"] != "cpu":
-        return host["device"]
-    isa = f", {host['cpu_isa']}" if host.get("cpu_isa") else ""
-    return f"{host['cpu']} ({host['cpus']} CPUs{isa}, {host['torch_threads']} torch threads)"
-
-
 def as_trained(metrics):
     """The accuracy with the BatchNorm statistics training left (test metrics from before precise BN hold only that)."""
     return metrics["as_trained"]["accuracy"] if "as_trained" in metrics else metrics["accuracy"]
@@ -63,7 +56,7 @@ def _run_row(name, r):
             "best_val_accuracy": best["val_accuracy"], "best_val_epoch": best["epoch"],
             "training_minutes": sum(h["train_seconds"] + h["val_seconds"] for h in r["history"]) / 60,
             "train_seconds_per_epoch": float(np.median(train_s)), "train_seconds_fastest_epoch": min(train_s), "segments": len(segments),
-            "hosts": sorted({describe_host(s["host"]) for s in segments if "host" in s}),
+            "hosts": sorted({in_words(s["host"]) for s in segments if "host" in s}),
             "code": [s["versions"]["code"] for s in segments if s.get("versions", {}).get("code")]}
 
 
@@ -76,7 +69,7 @@ def _epoch_seconds_by_host(rs):
         for segment in (r.get("record") or {}).get("segments", []):
             if "host" in segment and "epochs" in segment:
                 first, last = segment["epochs"]
-                by_host.setdefault(describe_host(segment["host"]), []).extend(h["train_seconds"] for h in r["history"][first - 1:last])
+                by_host.setdefault(in_words(segment["host"]), []).extend(h["train_seconds"] for h in r["history"][first - 1:last])
     return {host: {"median": float(np.median(s)), "fastest": float(min(s)), "epochs": len(s)} for host, s in sorted(by_host.items()) if s}
 
 

@@ -2,7 +2,8 @@
 that the error message uses. No torch."""
 import math
 
-from models.registry import BACKENDS, variant_name
+from models.backends import BACKENDS
+from models.registry import variant_name
 
 DCN_BACKENDS = ("auto",) + BACKENDS
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from models.registry import BACKENDS, BASE, VARIANTS, variant_name
+from models.backends import BACKENDS
+from models.registry import BASE, VARIANTS, variant_name
 from utils.plumbing.checks import (
     backend_list,
     boolean,
@@ -82,6 +83,14 @@ class TrainingKeys:
     stratified_split: bool = default(boolean, True)  # false: a plain random train/validation split (seeded)
     # true: validation runs BatchNorm in training mode (batch statistics; the running statistics move to the validation images)
     validate_in_train_mode: bool = default(boolean, False)
+
+    # The keys that define what a run computes besides its variant (not where or on what it runs): stored in the run's
+    # record, and a finished run is reused only when they match (compare.py).
+    RESULT_KEYS = ("conv_ch", "batch_size", "test_size", "random_seed", "learning_rate", "weight_decay", "train_subset", "deformable_layers",
+                   "offset_lr_mult", "inputs", "bias", "predictor_init", "stratified_split", "validate_in_train_mode")
+
+    def result_settings(self):
+        return {key: getattr(self, key) for key in self.RESULT_KEYS}
 
     def layer_problem(self, variants):
         """The rules between keys for deformable_layers; the problem, or None."""

@@ -1,4 +1,5 @@
-"""Where every file of a run lives under result/, and the small record that says how far the run got.
+"""Where every file of a run lives under result/, and the small record (run.json) that says how far the run got:
+its one owner, for reading and writing.
 
 One owner for the layout: training, testing, compare.py and the offsets figure all ask this module for
 paths, never spell them out. A run folder (a train config's `outdir`) holds:
@@ -20,8 +21,9 @@ This module imports no torch: reading a record must not wait for it.
 """
 import datetime
 import json
-import os
 import platform
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -116,12 +118,11 @@ class RunLayout:
         """The record as a dict, or None when there is none (a new run, or one written by older code)."""
         try:
             return json.loads(self.record.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        except (OSError, ValueError):  # missing, or unreadable: like no record; last.pth (if any) still says where the run is
             return None
-        except (OSError, ValueError):
-            return None  # unreadable: treated like no record; last.pth (if any) still says where the run is
 
     def write_record(self, *, variant, seed, num_epoch, epochs_done, trained, settings, segments):
+        """run.json, whole: only RunRecord (below) writes it."""
         write_json(self.record, {
             "format": RECORD_FORMAT,
             "variant": variant,
@@ -184,21 +185,46 @@ class ProtocolLayout:
         return self.root / name
 
 
-def describe_host(device="cpu", threads=None):
-    """The machine a segment of training ran on: CPU model and vector ISA (timings differ by both), or GPU."""
-    cpu = platform.processor() or platform.machine()
-    isa = None
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-        flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
-        isa = "avx512" if " avx512f" in flags else "avx2" if " avx2" in flags else None
-    except OSError:
-        pass
-    host = {"cpu": cpu, "cpu_isa": isa, "cpus": os.cpu_count(), "torch_threads": threads, "device": str(device)}
-    return host
-
-
 def now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def code_version():
+    """The project's git commit ("+changes" when the work tree differs from it), or None outside a git
+    checkout: a run resumed after the code changed (the kernel, say) shows it in its segments."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "") if head.returncode == 0 else None
+
+
+class RunRecord:
+    """Keeps a training run's run.json current: the settings that define its result, and one segment per start or
+    resume (the machine, versions, backend, epochs and wall time). `state`: the checkpoint it resumes, or None;
+    `versions`: the library versions of this process (torch, torchvision; the caller has them loaded)."""
+
+    def __init__(self, run, cfg, state, host, versions, backend):
+        self.run, self.cfg = run, cfg
+        old = run.read_record() if state is not None else None
+        self.segments = list(old["segments"]) if old else []
+        if state is not None and not old and state["epoch"] > 0:  # a run begun by a version that kept no record
+            self.segments.append({"epochs": [1, state["epoch"]], "note": "trained before runs kept a record",
+                                  "epoch_seconds": sum(h["train_seconds"] + h["val_seconds"] for h in state["history"])})
+        first = state["epoch"] + 1 if state is not None else 1
+        self.segment = {
+            "started": now(), "epochs": [first, state["epoch"] if state is not None else 0], "wall_seconds": 0.0,
+            "host": host, "dcn_backend": backend,
+            "versions": {**versions, "python": platform.python_version(), "code": code_version()},
+        }
+        self.start = time.perf_counter()
+
+    def update(self, epochs_done, trained):
+        self.segment["epochs"][1] = epochs_done
+        self.segment["wall_seconds"] = round(time.perf_counter() - self.start, 1)
+        trained_here = self.segment["epochs"][1] >= self.segment["epochs"][0]
+        self.run.write_record(variant=self.cfg.variant, seed=self.cfg.random_seed, num_epoch=self.cfg.num_epoch,
+                              epochs_done=epochs_done, trained=trained, settings=self.cfg.result_settings(),
+                              segments=self.segments + ([self.segment] if trained_here else []))
