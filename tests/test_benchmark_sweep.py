@@ -21,6 +21,7 @@ def test_growth_exponent_recovers_a_power_law():
     assert len(table) == 1 and table[0]["kind"] == "forward" and table[0]["batch"] == pytest.approx(1.0) and table[0]["channels"] is None
 
 
+@pytest.mark.slow
 def test_sweep_measures_every_point_and_writes_its_report(tmp_path, cpp_kernel):
     from utils.experiments.benchmark import run_benchmark
 
@@ -49,6 +50,7 @@ def test_sweep_measures_every_point_and_writes_its_report(tmp_path, cpp_kernel):
     assert (tmp_path / "benchmark_sweep.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_a_slow_call_is_timed_once_and_its_axis_stops_there(tmp_path):
     from utils.experiments.sweep import measure_sweep, special_cases
 
@@ -86,6 +88,7 @@ def test_the_shipped_benchmark_configs_parse():
     assert (gpu.device, gpu.report_name) == ("cuda", "benchmark_gpu") and "cpp" not in gpu.backends  # cpp is a CPU kernel
 
 
+@pytest.mark.slow
 def test_a_spawned_measurement_sees_its_own_peak_memory_not_its_parents():
     """getrusage's ru_maxrss would start a spawned child at the parent's resident size (and show 0 MB growth);
     the child's own peak must show its tensors however large the parent is."""

@@ -30,6 +30,7 @@ def trained_looking_checkpoint(path, variant):
     return model.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant, deform_convs", [("Conv2d", 0), ("DeformConv2d", 2), ("DeformConv2dv2", 2), ("DeformConv2dv2-last", 1)])
 def test_onnx_runtime_gives_pytorch_logits_at_any_batch_size(tmp_path, variant, deform_convs):
     model = trained_looking_checkpoint(tmp_path / "w.pth", variant)
@@ -83,6 +84,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.pth", "taken.onnx", "w.pth"] and (tmp_path / "taken.onnx").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_an_interrupted_export_leaves_no_onnx_file(tmp_path, monkeypatch):
     trained_looking_checkpoint(tmp_path / "w.pth", "DeformConv2dv2")
 
@@ -101,6 +103,7 @@ def test_a_missing_package_is_named(monkeypatch):
         export_mod.require("onnxruntime")
 
 
+@pytest.mark.slow
 def test_export_needs_no_compiled_kernel(tmp_path, monkeypatch):
     from models.deform_ops import cpp
 

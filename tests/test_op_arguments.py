@@ -77,6 +77,7 @@ def test_an_unknown_backend():
         deform_conv2d(**args(), backend="fast")
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("cpp_kernel")
 def test_the_cpp_kernel_itself_refuses_what_would_crash_it():
     """The second line of defence, called directly (bypassing the Python check) in a child process: every

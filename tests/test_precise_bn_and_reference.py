@@ -87,6 +87,7 @@ def test_the_test_reports_both_on_the_runs_own_split_and_leaves_the_checkpoint_a
     assert m["bn_statistics"] == "as trained" and m["accuracy"] == m["as_trained"]["accuracy"] and "skipped" in m["precise_bn"]
 
 
+@pytest.mark.slow
 def test_compare_tests_again_a_run_tested_before_precise_bn(tmp_path, synthetic_data, monkeypatch):
     cfg = tiny_compare_config(tmp_path, models=["Conv2d"], seeds=[0], robustness=False, precise_bn=False)
     compare(cfg)

@@ -22,6 +22,7 @@ def forbid_training(monkeypatch):
     monkeypatch.setattr(train_mod, "train_one_epoch", fail)
 
 
+@pytest.mark.slow
 def test_committed_files_alone_count_as_done(tmp_path, synthetic_data, monkeypatch, capsys):
     cfg = tiny_compare_config(tmp_path, seeds=[0])
     compare(cfg)
@@ -54,6 +55,7 @@ def test_committed_files_alone_count_as_done(tmp_path, synthetic_data, monkeypat
     assert [r["test_accuracy_mean"] for r in rows] == [m["test_accuracy_mean"] for m in first]
 
 
+@pytest.mark.slow
 def test_a_finished_run_without_final_files_is_finalised_not_retrained(tmp_path, synthetic_data, monkeypatch, capsys):
     """A run trained by an older version (no record, no weights.pth) or stopped between its last checkpoint
     and its final files: the final files are written from last.pth, no epoch is trained again."""
@@ -73,12 +75,14 @@ def test_a_finished_run_without_final_files_is_finalised_not_retrained(tmp_path,
     assert all(torch.equal(weights_before[k], weights_after[k]) for k in weights_before)
 
 
+@pytest.mark.slow
 def test_a_finished_run_with_other_settings_is_refused(tmp_path, synthetic_data):
     compare(tiny_compare_config(tmp_path, seeds=[0], models=["Conv2d"]))
     with pytest.raises(UserError, match="was trained with learning_rate 0.01, the config says 0.02; set another outdir"):
         compare(tiny_compare_config(tmp_path, seeds=[0], models=["Conv2d"], learning_rate=0.02))
 
 
+@pytest.mark.slow
 def test_a_partial_run_resumes_and_reports_progress(tmp_path, synthetic_data, monkeypatch, capsys):
     real = train_mod.train_one_epoch
     calls = []
@@ -129,6 +133,7 @@ def test_train_script_runs_write_a_record_too(tmp_path, synthetic_data):
     assert run_status(run, 1).state == "done" and run.weights.exists()
 
 
+@pytest.mark.slow
 def test_model_seeds_queue_controls_before_the_next_seeds_and_pair_on_shared_seeds(tmp_path, synthetic_data, capsys):
     """The queue of the controls issue: controls on seeds 0-1 only, the main models on 0-2; a seed's runs all
     come before the next seed's, and each pair is tested on the seeds both variants have."""
@@ -154,6 +159,7 @@ def test_model_seeds_are_checked(tmp_path, model_seeds, message):
         tiny_compare_config(tmp_path, models=["Conv2d"], model_seeds=model_seeds)
 
 
+@pytest.mark.slow
 def test_keep_commits_finished_runs_and_the_checkpoint_in_progress(tmp_path, synthetic_data, monkeypatch):
     """keep.py: a finished run's small files (and never its checkpoints), a partial run's last.pth; once that run
     finishes, its checkpoint leaves the index. Only those paths are committed: other staged work stays staged."""
