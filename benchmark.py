@@ -7,7 +7,7 @@ from utils.plumbing.config import BenchmarkConfig
 
 
 def run(cfg):
-    from utils.experiments.benchmark import run_benchmark  # after the config is checked: torch loads here
+    from utils.cost.models import run_benchmark  # after the config is checked: torch loads here
 
     run_benchmark(cfg)
 

@@ -1,10 +1,10 @@
-"""The cost-curve sweep of benchmark.py (utils/experiments/sweep.py): its shapes, skip rule, special
+"""The cost-curve sweep of benchmark.py (utils/cost/sweep.py): its shapes, skip rule, special
 cases, report and figure on tiny layers, and the growth fit on exact power laws. No timing is judged."""
 import json
 
 import pytest
 
-from utils.experiments.sweep_report import growth_exponent, growth_table
+from utils.cost.sweep_report import growth_exponent, growth_table
 from utils.plumbing.config import BenchmarkConfig, parse_config
 from utils.plumbing.errors import UserError
 
@@ -23,7 +23,7 @@ def test_growth_exponent_recovers_a_power_law():
 
 @pytest.mark.slow
 def test_sweep_measures_every_point_and_writes_its_report(tmp_path, cpp_kernel):
-    from utils.experiments.benchmark import run_benchmark
+    from utils.cost.models import run_benchmark
 
     cfg = parse_config({**TINY, "outdir": str(tmp_path), "backends": ["gather", "cpp"]}, BenchmarkConfig)
     result = run_benchmark(cfg)
@@ -52,7 +52,7 @@ def test_sweep_measures_every_point_and_writes_its_report(tmp_path, cpp_kernel):
 
 @pytest.mark.slow
 def test_a_slow_call_is_timed_once_and_its_axis_stops_there(tmp_path):
-    from utils.experiments.sweep import measure_sweep, special_cases
+    from utils.cost.sweep import measure_sweep, special_cases
 
     cfg = parse_config({**TINY, "outdir": str(tmp_path), "sweep_max_call_s": 1e-9, "backends": ["gather"]}, BenchmarkConfig)
     rows = measure_sweep(cfg, ["gather"])
@@ -94,7 +94,7 @@ def test_a_spawned_measurement_sees_its_own_peak_memory_not_its_parents():
     the child's own peak must show its tensors however large the parent is."""
     import torch
 
-    from utils.experiments.sweep import measure_special
+    from utils.cost.sweep import measure_special
     from utils.plumbing.isolated import call_in_process
 
     ballast = torch.ones(96 * 2**20)  # 384 MB resident in this (the parent) process

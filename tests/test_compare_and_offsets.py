@@ -100,7 +100,7 @@ def test_offset_figure_refused_for_conv2d(tmp_path, synthetic_data):
 
 @pytest.mark.slow
 def test_benchmark_writes_its_report(tmp_path, cpp_kernel):
-    from utils.experiments.benchmark import run_benchmark
+    from utils.cost.models import run_benchmark
 
     cfg = parse_config({"outdir": str(tmp_path), "batch_size": 2, "conv_ch": [4, 8], "warmup": 0, "repeats": 1, "device": "cpu",
                         "compile": False, "data_dir": str(tmp_path / "none"), "data_batches": 2,
@@ -131,7 +131,7 @@ def test_benchmark_writes_its_report(tmp_path, cpp_kernel):
 
 @pytest.mark.slow
 def test_benchmark_adds_compiled_rows(tmp_path, cpp_kernel):
-    from utils.experiments.benchmark import run_benchmark
+    from utils.cost.models import run_benchmark
 
     cfg = parse_config({"outdir": str(tmp_path), "batch_size": 2, "conv_ch": [4], "warmup": 2, "repeats": 1, "device": "cpu", "report_name": "bench_x",
                         "backends": ["cpp"], "models": ["DeformConv2dv2"], "data_dir": str(tmp_path / "none"), "data_batches": 1}, BenchmarkConfig)
@@ -145,7 +145,7 @@ def test_benchmark_adds_compiled_rows(tmp_path, cpp_kernel):
 
 @pytest.mark.slow
 def test_benchmark_skips_a_backend_it_cannot_run(tmp_path, monkeypatch, capsys):
-    from utils.experiments.benchmark import run_benchmark
+    from utils.cost.models import run_benchmark
 
     monkeypatch.setattr(cpp, "_state", {"error": "no compiler"})
     cfg = parse_config({"outdir": str(tmp_path), "batch_size": 2, "conv_ch": [4], "warmup": 0, "repeats": 1, "device": "cpu",
@@ -159,7 +159,7 @@ def test_benchmark_skips_a_backend_it_cannot_run(tmp_path, monkeypatch, capsys):
 def test_published_benchmark_reports_are_what_their_measurements_render(stem):
     """result/<stem>.md is the report of result/<stem>.json (no hand edits), and a speed ratio below 1 reads
     as "slower", never as "0.1x faster" (on a GPU, gather is far slower than torchvision's CUDA kernel)."""
-    from utils.experiments.benchmark_report import _speed, render_markdown
+    from utils.cost.report import _speed, render_markdown
 
     result = json.loads((ROOT / "result" / f"{stem}.json").read_text())
     assert (ROOT / "result" / f"{stem}.md").read_text() == render_markdown(result)

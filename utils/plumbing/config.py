@@ -199,7 +199,7 @@ class BenchmarkConfig:
     data_dir: str = default(text, "./data")  # real images for the data-pipeline share (random ones when missing)
     download: bool = default(boolean, False)
     data_batches: int = default(positive_int, 100)
-    # Cost curves of one layer instead of the model table (config/benchmark_sweep.json; utils/experiments/sweep.py).
+    # Cost curves of one layer instead of the model table (config/benchmark_sweep.json; utils/cost/sweep.py).
     sweep: bool = default(boolean, False)
     sweep_batch: list = default(channel_list, [1, 8, 32, 128])
     sweep_channels: list = default(channel_list, [16, 64, 128, 256])

@@ -2,8 +2,8 @@
 import numpy as np
 from matplotlib.ticker import ScalarFormatter
 
+from utils.cost.sweep import AXES
 from utils.engine.plots import plt, save_figure
-from utils.experiments.sweep import AXES
 
 KINDS = (("forward", "forward"), ("forward_backward", "forward+backward"))
 

@@ -9,7 +9,7 @@ count: a reader sees each growth alone, and the ratio to nn.Conv2d of the same p
   convolution, the sigmoid, the op), forward and forward+backward (the input needs a gradient, as in a
   network's second layer);
 - "op, cpp" and "op, ONNX Runtime": the op alone, forward only, on the same input, offsets, mask and
-  weights: ONNX Runtime's DeformConv node against our kernel at every shape (benchmark_ops.py builds it).
+  weights: ONNX Runtime's DeformConv node against our kernel at every shape (op.py builds it).
 Timing adapts to the size: one warm-up call, then at least `repeats` timed calls (more while they take
 under `sweep_min_time_s` in all); the median counts. A call slower than `sweep_max_call_s` is recorded once
 and the larger points of that axis are skipped for that implementation (torchvision's CPU op reaches
@@ -23,8 +23,8 @@ import torch
 
 from models.deform_ops import deform_conv2d
 from models.deformable_conv import DeformableConv
+from utils.cost.op import onnxruntime_op, op_inputs, perturb_predictors
 from utils.engine.device import usable_backends
-from utils.experiments.benchmark_ops import onnxruntime_op, op_inputs, perturb_predictors
 from utils.plumbing.isolated import call_in_process, peak_rss_mb
 
 AXES = ("batch", "channels", "resolution")

@@ -62,7 +62,7 @@ def render_markdown(result):
 
 
 def _breakdown_lines(rows):
-    """Where the deformable layers' time goes (benchmark_ops.layer_breakdown_rows), block by block."""
+    """Where the deformable layers' time goes (op.layer_breakdown_rows), block by block."""
     if not rows:
         return []
     lines = ["", f"Where the time goes (backend `{rows[0]['backend']}`, forward+backward ms unless marked; op = the deformable op alone "

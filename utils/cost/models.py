@@ -17,10 +17,10 @@ import torchvision
 
 from models.network import ConvNet, count_parameters, make_conv, matched_widths
 from models.registry import VARIANTS
+from utils.cost.op import layer_breakdown_rows, op_inference_rows
+from utils.cost.report import render_markdown
 from utils.engine import data as data_mod
 from utils.engine.device import resolve_backend, resolve_device, usable_backends
-from utils.experiments.benchmark_ops import layer_breakdown_rows, op_inference_rows
-from utils.experiments.benchmark_report import render_markdown
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import write_json, write_text
 from utils.plumbing.isolated import call_in_process, peak_rss_mb
@@ -175,8 +175,8 @@ def environment(cfg, device):
 
 def run_sweep_benchmark(cfg):
     """The cost curves (sweep.py): <outdir>/<report_name, default benchmark_sweep>.{json,md,png}."""
-    from utils.experiments.sweep import implementations, run_sweep
-    from utils.experiments.sweep_report import plot_sweep, render_sweep
+    from utils.cost.sweep import implementations, run_sweep
+    from utils.cost.sweep_report import plot_sweep, render_sweep
 
     env = {**environment(cfg, torch.device("cpu")), "sweep_max_call_s": cfg.sweep_max_call_s, "sweep_min_time_s": cfg.sweep_min_time_s}
     try:
