@@ -38,15 +38,17 @@ def _shape(t):
     return list(t.shape)
 
 
-def check_arguments(input, offset, weight, bias, stride, padding, dilation, mask):
-    """Raise TypeError/ValueError on any rule above; returns ((sh, sw), (ph, pw), (dh, dw), out_size)."""
+def check_arguments(input, offset, weight, bias, stride, padding, dilation, mask, float_types=FLOAT_TYPES):
+    """Raise TypeError/ValueError on any rule above; returns ((sh, sw), (ph, pw), (dh, dw), out_size). `float_types`:
+    the dtypes the backend takes (the triton backend also float16 and bfloat16)."""
     named = [("input", input), ("offset", offset), ("weight", weight), ("bias", bias), ("mask", mask)]
     tensors = [(name, t) for name, t in named if t is not None]
     for name, t in tensors:
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"deform_conv2d: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in FLOAT_TYPES:
-            raise TypeError(f"deform_conv2d: {name} has dtype {t.dtype}; every tensor must be float32 or float64")
+        if t.dtype not in float_types:
+            names = " or ".join(str(d).replace("torch.", "") for d in float_types)
+            raise TypeError(f"deform_conv2d: {name} has dtype {t.dtype}; every tensor must be {names}")
     dtypes = {t.dtype for _, t in tensors}
     if len(dtypes) > 1:
         kinds = ", ".join(f"{name} {t.dtype}" for name, t in tensors)

@@ -1,6 +1,7 @@
 """Which device, and which deformable-convolution op on it, a run uses."""
 import torch
 
+from models.deform_ops import triton_op
 from models.deform_ops.cpp import build_error, kernel
 from models.registry import VARIANTS
 from utils.plumbing.errors import UserError
@@ -19,7 +20,8 @@ def resolve_device(name):
 def resolve_backend(name, device, variant=None):
     """"auto" -> the fastest op for the device, by measurement (benchmark.py, README): on CPU the fused C++
     kernel ("cpp"), or the pure-PyTorch "gather" op when the kernel cannot be built here; on CUDA
-    torchvision's native kernel. An explicit "cpp" must be usable: CPU, and a kernel that builds.
+    torchvision's native kernel ("triton" is not chosen: unmeasured on a GPU so far). An explicit "cpp" must be usable:
+    CPU, and a kernel that builds; an explicit "triton" needs CUDA and Triton.
     None for a variant without deformable layers: nothing is chosen or built."""
     if variant is not None and not VARIANTS[variant].deformable:
         return None
@@ -28,6 +30,10 @@ def resolve_backend(name, device, variant=None):
         return "torchvision" if on_cuda else ("cpp" if kernel() is not None else "gather")
     if name == "cpp" and on_cuda:
         raise UserError('"dcn_backend": "cpp" runs on the CPU only; on CUDA use "auto" or "torchvision"')
+    if name == "triton" and (not on_cuda or triton_op.available(device)):
+        # Not on the CPU even under TRITON_INTERPRET=1: the interpreter is for the op's tests, far too slow for a model.
+        why = triton_op.available(device) or "its kernels run on a CUDA GPU only"
+        raise UserError(f'"dcn_backend": "triton" cannot run here ({why}); use "auto"')
     if name == "cpp" and kernel() is None:
         raise UserError(f'"dcn_backend": "cpp" could not be built here ({build_error()}); use "auto" or "gather"')
     return name
