@@ -18,6 +18,13 @@ import triton.language as tl
 
 
 @triton.jit
+def _sizes(N, C, OC, Ho, Wo, G, KH, KW):
+    """Positions, input and output channels per group, taps, and columns (input channels per group x taps)."""
+    K = KH * KW
+    return N * Ho * Wo, C // G, OC // G, K, (C // G) * K
+
+
+@triton.jit
 def _positions(rp, Ho, Wo):
     hw = Ho * Wo
     n = rp // hw
@@ -87,11 +94,7 @@ def forward_kernel(x_ptr, off_ptr, msk_ptr, w_ptr, b_ptr, out_ptr, N, C, H, W, O
     pid_p = tl.program_id(0)
     pid_o = tl.program_id(1)
     g = tl.program_id(2)
-    P = N * Ho * Wo
-    Cg = C // G
-    Og = OC // G
-    K = KH * KW
-    R = Cg * K
+    P, Cg, Og, K, R = _sizes(N, C, OC, Ho, Wo, G, KH, KW)
     rp = pid_p * BP + tl.arange(0, BP)
     vp = rp < P
     n, ho, wo = _positions(rp, Ho, Wo)
@@ -121,11 +124,7 @@ def backward_columns_kernel(go_ptr, x_ptr, off_ptr, msk_ptr, w_ptr, gx_ptr, goff
     pid_p = tl.program_id(0)
     pid_r = tl.program_id(1)
     g = tl.program_id(2)
-    P = N * Ho * Wo
-    Cg = C // G
-    Og = OC // G
-    K = KH * KW
-    R = Cg * K
+    P, Cg, Og, K, R = _sizes(N, C, OC, Ho, Wo, G, KH, KW)
     rp = pid_p * BP + tl.arange(0, BP)
     vp = rp < P
     n, ho, wo = _positions(rp, Ho, Wo)
@@ -162,11 +161,7 @@ def backward_weight_kernel(go_ptr, x_ptr, off_ptr, msk_ptr, gw_ptr, N, C, H, W, 
     pid_o = tl.program_id(0)
     pid_r = tl.program_id(1)
     g = tl.program_id(2)
-    P = N * Ho * Wo
-    Cg = C // G
-    Og = OC // G
-    K = KH * KW
-    R = Cg * K
+    P, Cg, Og, K, R = _sizes(N, C, OC, Ho, Wo, G, KH, KW)
     ro = pid_o * BO + tl.arange(0, BO)
     vo = ro < Og
     rr = pid_r * BR + tl.arange(0, BR)
