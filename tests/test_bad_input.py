@@ -79,7 +79,7 @@ def test_unknown_key_suggests_the_closest(tmp_path, capsys):
         ("offset_lr_mult", -0.1, "must be a number >= 0, got -0.1"),
         ("download", "yes", 'must be true or false, got "yes"'),
         ("device", "gpu", 'must be "auto", "cpu", "cuda" or "cuda:N", got "gpu"'),
-        ("dcn_backend", "fast", 'must be one of "auto", "torchvision", "gather", "cpp", got "fast"'),
+        ("dcn_backend", "fast", 'must be one of "auto", "torchvision", "gather", "cpp", "triton", got "fast"'),
         ("train_subset", 5, "must be null (all images) or a whole number >= 20, got 5"),
         ("outdir", "", 'must be a non-empty string, got ""'),
         ("compile", 1, "must be true or false, got 1"),

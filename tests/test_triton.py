@@ -1,7 +1,7 @@
 """The triton backend against torchvision: values and every gradient, in float64 and float32, over the geometry
 torchvision's op takes; float16 under autocast; the empty cases; where it may run. On a GPU the kernels are compiled and
 checked there; without one they run on the CPU in Triton's interpreter (TRITON_INTERPRET=1, which tests/conftest.py sets
-before triton loads), each program in NumPy: hence the small shapes (the file takes about 15 s here)."""
+before triton loads), each program in NumPy: hence the small shapes (the file takes about 12 s on 2 idle Xeon cores)."""
 import pytest
 import torch
 import torchvision
@@ -12,7 +12,7 @@ from utils.plumbing.errors import UserError
 
 pytest.importorskip("triton")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-pytestmark = [pytest.mark.slow,  # 15 s in the interpreter: kept out of the one-minute fast lane
+pytestmark = [pytest.mark.slow,  # 12 s in the interpreter: kept out of the one-minute fast lane
               pytest.mark.skipif(triton_op.available(DEVICE) is not None, reason=f"triton cannot run here: {triton_op.available(DEVICE)}")]
 
 
