@@ -160,3 +160,29 @@ def test_accuracy_figure_keeps_wide_error_bars_and_their_labels_inside(tmp_path,
     for r in rows:
         assert low <= r["test_accuracy_mean"] - r["test_accuracy_ci95"] and r["test_accuracy_mean"] + r["test_accuracy_ci95"] < high
     assert all(low <= t.get_position()[1] < high for t in ax.texts) and len(ax.texts) == 2
+
+
+def test_robustness_drop_in_points_and_as_the_fraction_kept():
+    """Per run: the points lost over the transformed copies and the fraction of clean accuracy kept; per pair: the
+    paired difference seed by seed. A model twice as accurate that loses twice the points keeps the same fraction."""
+    names = ["clean", *TRANSFORMS]
+
+    def with_robustness(run, clean, lost):  # every transformed copy `lost` below clean
+        run["metrics"]["robustness"] = {"subset": None, "images": 50, "accuracy": {n: clean - (lost if n != "clean" else 0) for n in names},
+                                        "checksums": {n: "same" for n in names}}
+        return run
+    runs = {"Conv2d": [with_robustness(fake_run(0, 0.3, [0.3]), 0.30, 0.10), with_robustness(fake_run(1, 0.3, [0.3]), 0.30, 0.12)],
+            "DeformConv2d": [with_robustness(fake_run(0, 0.6, [0.6]), 0.60, 0.20), with_robustness(fake_run(1, 0.6, [0.6]), 0.60, 0.21)]}
+    rows, pairs, per_run = summarize(runs)
+    conv, dcn = (r["robustness"] for r in rows)
+    assert conv["drop"]["values"] == pytest.approx([0.10, 0.12]) and dcn["drop"]["values"] == pytest.approx([0.20, 0.21])
+    assert conv["retained"]["values"] == pytest.approx([2 / 3, 0.6]) and dcn["retained"]["values"] == pytest.approx([2 / 3, 0.65])
+    assert conv["drop"]["ci95"] == pytest.approx(mean_ci([0.10, 0.12])[1])
+    (pair,) = pairs
+    assert pair["robustness_drop"]["difference"] == pytest.approx(-0.095)  # Conv2d loses fewer points ...
+    assert pair["robustness_retained"]["difference"] == pytest.approx(-0.025)  # ... and keeps a smaller fraction
+    assert pair["robustness_drop"]["p_paired"] == pytest.approx(stats.ttest_rel([0.10, 0.12], [0.20, 0.21]).pvalue)
+    cfg = parse_config({"protocol": "tiny", "outdir": "x", "models": ["Conv2d", "DeformConv2d"], "seeds": [0, 1]}, CompareConfig, "test")
+    md = render(cfg, rows, pairs, per_run, "")
+    assert "| Conv2d | 11.0 ± " in md and "| DeformConv2d | 20.5 ± " in md
+    assert "| Conv2d − DeformConv2d | -9.5 ± " in md

@@ -33,7 +33,17 @@ def _robustness(rs, names):
         values = [rep["accuracy"][name] for rep in reports]
         mean, ci = mean_ci(values)
         out[name] = {"mean": mean, "ci95": ci, "values": values}
-    return {"images": reports[0]["images"], "accuracy": out}
+    summary = {"images": reports[0]["images"], "accuracy": out}
+    copies = [n for n in names if n != "clean"]
+    if "clean" in names and copies:
+        # Per run, over the transformed copies: the points lost, and the fraction of its clean accuracy kept. A model
+        # that is more accurate has more to lose, so the two can disagree; both are reported.
+        per_run = {"drop": [float(np.mean([rep["accuracy"]["clean"] - rep["accuracy"][n] for n in copies])) for rep in reports],
+                   "retained": [float(np.mean([rep["accuracy"][n] / rep["accuracy"]["clean"] for n in copies])) for rep in reports]}
+        for key, values in per_run.items():
+            mean, ci = mean_ci(values)
+            summary[key] = {"mean": mean, "ci95": ci, "values": values}
+    return summary
 
 
 def as_trained(metrics):
@@ -115,7 +125,28 @@ def summarize(runs):
     for pair, adjusted in zip(pairs, holm([p["p_paired"] for p in pairs])):
         pair["p_paired_holm"] = adjusted
         pair["significant"] = bool(adjusted < ALPHA) if not math.isnan(adjusted) else False
+    _robustness_pairs(rows, pairs)
     return rows, pairs, per_run
+
+
+def _robustness_pairs(rows, pairs):
+    """Each pair's paired difference of the robustness drop and of the retained fraction (seed by seed, on the seeds
+    both have), with its 95 % CI and p, Holm-corrected over the pairs for each measure."""
+    by_model = {r["model"]: r for r in rows}
+    for key in ("drop", "retained"):
+        found = []
+        for pair in pairs:
+            a, b = by_model[pair["a"]], by_model[pair["b"]]
+            if not (a["robustness"] and b["robustness"] and key in a["robustness"] and key in b["robustness"]):
+                continue
+            common = sorted(set(a["seed_list"]) & set(b["seed_list"]))
+            va = [a["robustness"][key]["values"][a["seed_list"].index(s)] for s in common]
+            vb = [b["robustness"][key]["values"][b["seed_list"].index(s)] for s in common]
+            mean, ci = mean_ci(np.subtract(va, vb))
+            pair[f"robustness_{key}"] = {"difference": mean, "ci95": ci, "p_paired": paired(va, vb)}
+            found.append(pair[f"robustness_{key}"])
+        for entry, adjusted in zip(found, holm([e["p_paired"] for e in found])):
+            entry["p_paired_holm"] = adjusted
 
 
 def _with_count(accuracy, images):
@@ -209,4 +240,27 @@ def render(cfg, rows, pairs, per_run, environment):
         for r in robust:
             cells = [f"{r['robustness']['accuracy'][n]['mean']:.3f} ± {_fmt(r['robustness']['accuracy'][n]['ci95'], '.3f')}" for n in names]
             lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+        lines += _robustness_summary(robust, pairs)
     return "\n".join(lines) + "\n"
+
+
+def _robustness_summary(robust, pairs):
+    """The drop over the transformed copies in points and as the fraction of clean accuracy kept, per model and per pair."""
+    if not all("drop" in r["robustness"] for r in robust):
+        return []
+    lines = ["", "Averaged over the transformed copies, per run, then over seeds (mean ± 95 % CI): the points lost against the "
+             "clean images, and the fraction of the clean accuracy kept.", "",
+             "| model | points lost | fraction kept |", "|---|---|---|"]
+    for r in robust:
+        drop, kept = r["robustness"]["drop"], r["robustness"]["retained"]
+        lines.append(f"| {r['model']} | {100 * drop['mean']:.1f} ± {_fmt(100 * drop['ci95'], '.1f')} | {kept['mean']:.3f} ± {_fmt(kept['ci95'], '.3f')} |")
+    shown = [p for p in pairs if "robustness_drop" in p]
+    if shown:
+        lines += ["", "Paired differences on the seeds both have (95 % CI; p paired, Holm-corrected over the pairs for each measure):", "",
+                  "| A − B | points lost | p (Holm) | fraction kept | p (Holm) |", "|---|---|---|---|---|"]
+        for p in shown:
+            d, k = p["robustness_drop"], p["robustness_retained"]
+            lines.append(f"| {p['a']} − {p['b']} | {100 * d['difference']:+.1f} ± {_fmt(100 * d['ci95'], '.1f')} | "
+                         f"{_fmt(d['p_paired'], '.3f')} ({_fmt(d['p_paired_holm'], '.3f')}) | {k['difference']:+.3f} ± {_fmt(k['ci95'], '.3f')} | "
+                         f"{_fmt(k['p_paired'], '.3f')} ({_fmt(k['p_paired_holm'], '.3f')}) |")
+    return lines
