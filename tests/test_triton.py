@@ -68,6 +68,12 @@ def test_values_and_every_gradient_match_torchvision_in_float64(kwargs):
     compare(*case(**kwargs), tol=1e-9)
 
 
+def test_weight_gradient_summed_over_several_programs(monkeypatch):
+    """The weight gradient is split over positions (SPAN each, atomics); here 60 positions over 2 programs."""
+    monkeypatch.setattr(triton_op, "SPAN", 32)
+    compare(*case(seed=6), tol=1e-9)
+
+
 def test_float32_within_1e4():
     compare(*case(dtype=torch.float32, c=8, o=20, h=7, w=7, seed=3), tol=1e-4)
 

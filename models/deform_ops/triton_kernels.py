@@ -6,7 +6,7 @@ mask applied there) and multiplies them with the weight block: no column buffer 
 Backward, per block of positions and columns: the column gradient (grad_out x weight, on chip), then the input
 gradient scattered to the four corners of every sample (atomics: two taps can hit the same pixel), and the offset
 and mask gradients (atomics: every channel of an offset group adds to the same one); the weight gradient is a
-second implicit GEMM, grad_out^T x columns, with the columns sampled again. Sampling follows torchvision's
+second implicit GEMM, grad_out^T x columns, with the columns sampled again, split over positions (atomics). Sampling follows torchvision's
 bilinear_interpolate exactly: zero outside (-1, H) x (-1, W), each corner only where it lies in the image.
 
 Layouts are torchvision's: input [N, C, H, W], weight [OC, C/G, KH, KW], offset [N, 2*OG*KH*KW, Ho, Wo] ((dy, dx) per
@@ -156,18 +156,23 @@ def backward_columns_kernel(go_ptr, x_ptr, off_ptr, msk_ptr, w_ptr, gx_ptr, goff
 @triton.jit
 def backward_weight_kernel(go_ptr, x_ptr, off_ptr, msk_ptr, gw_ptr, N, C, H, W, OC, Ho, Wo, G, OG, KH, KW,
                            SH, SW, PH, PW, DH, DW, HAS_MASK: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr,
-                           BP: tl.constexpr, BO: tl.constexpr, BR: tl.constexpr):
-    """grad weight [OC, C/G * K] = grad_out^T x columns, the columns sampled again block by block."""
-    pid_o = tl.program_id(0)
-    pid_r = tl.program_id(1)
+                           BP: tl.constexpr, BO: tl.constexpr, BR: tl.constexpr, SPAN: tl.constexpr):
+    """grad weight [OC, C/G * K] = grad_out^T x columns, the columns sampled again block by block. A program sums
+    SPAN positions (split-K: a weight block alone would leave most of a GPU idle over a long loop) and adds its
+    share to gw with atomics (gw starts at zero)."""
+    pid_or = tl.program_id(0)
+    pid_s = tl.program_id(1)
     g = tl.program_id(2)
     P, Cg, Og, K, R = _sizes(N, C, OC, Ho, Wo, G, KH, KW)
+    r_blocks = tl.cdiv(R, BR)
+    pid_o = pid_or // r_blocks
+    pid_r = pid_or % r_blocks
     ro = pid_o * BO + tl.arange(0, BO)
     vo = ro < Og
     rr = pid_r * BR + tl.arange(0, BR)
     vr = rr < R
     acc = tl.zeros((BO, BR), dtype=ACC)
-    for p0 in range(0, P, BP):
+    for p0 in range(pid_s * SPAN, tl.minimum(P, (pid_s + 1) * SPAN), BP):
         rp = p0 + tl.arange(0, BP)
         vp = rp < P
         n, ho, wo = _positions(rp, Ho, Wo)
@@ -178,4 +183,4 @@ def backward_weight_kernel(go_ptr, x_ptr, off_ptr, msk_ptr, gw_ptr, N, C, H, W, 
         go = tl.load(go_ptr + (n[None, :] * OC + (g * Og + ro)[:, None]) * (Ho * Wo) + (ho * Wo + wo)[None, :],
                      mask=vo[:, None] & vp[None, :], other=0.0).to(DOT)
         acc += tl.dot(go, col, input_precision="ieee", out_dtype=ACC)
-    tl.store(gw_ptr + (g * Og + ro)[:, None] * R + rr[None, :], acc, mask=vo[:, None] & vr[None, :])
+    tl.atomic_add(gw_ptr + (g * Og + ro)[:, None] * R + rr[None, :], acc, mask=vo[:, None] & vr[None, :])

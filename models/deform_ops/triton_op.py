@@ -16,6 +16,7 @@ from models.deform_ops.arguments import check_finite, refuse_second_order
 
 HALF = (torch.float16, torch.bfloat16)
 BLOCKS = {"BP": 32, "BO": 32, "BR": 32}  # tile sizes: positions x output channels x columns (tl.dot wants >= 16)
+SPAN = 2048  # positions one weight-gradient program sums (a multiple of BP); the rest is split across programs
 
 
 def available(device):
@@ -101,15 +102,17 @@ def triton_deform_conv2d_backward(grad_out: Tensor, input: Tensor, offset: Tenso
     g_in = torch.zeros(input.shape, dtype=wide, device=input.device) if need_input else input.new_empty(0)
     g_off = torch.zeros(offset.shape, dtype=wide, device=input.device)
     g_mask = torch.zeros(mask.shape, dtype=wide, device=input.device) if mask is not None else offset.new_empty(0)
-    g_w = torch.empty(weight.shape, dtype=wide, device=input.device)
+    g_w = torch.zeros(weight.shape, dtype=wide, device=input.device)
     columns = (c // groups) * kh * kw
     kernels, masked = _kernels(), mask if mask is not None else offset
     grid = _grid((n * ho * wo, BLOCKS["BP"]), (columns, BLOCKS["BR"]), (groups, 0))
     kernels.backward_columns_kernel[grid](grad_out, input, offset, masked, weight, g_in if need_input else g_off, g_off,
                                           g_mask if mask is not None else g_off, *geo, HAS_MASK=mask is not None,
                                           NEED_INPUT=need_input, ACC=acc, DOT=dot, **BLOCKS)
-    grid = _grid((o // groups, BLOCKS["BO"]), (columns, BLOCKS["BR"]), (groups, 0))
-    kernels.backward_weight_kernel[grid](grad_out, input, offset, masked, g_w, *geo, HAS_MASK=mask is not None, ACC=acc, DOT=dot, **BLOCKS)
+    blocks = _grid((o // groups, BLOCKS["BO"]))[0] * _grid((columns, BLOCKS["BR"]))[0]
+    grid = (blocks, _grid((n * ho * wo, SPAN))[0], groups)
+    kernels.backward_weight_kernel[grid](grad_out, input, offset, masked, g_w, *geo, HAS_MASK=mask is not None, ACC=acc, DOT=dot,
+                                         SPAN=SPAN, **BLOCKS)
     return [g_in.to(input.dtype) if need_input else g_in, g_off.to(offset.dtype),
             g_mask.to(mask.dtype) if mask is not None else g_mask, g_w.to(weight.dtype)]
 
