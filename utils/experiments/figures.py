@@ -43,16 +43,25 @@ def plot_comparison_curves(runs, path, protocol):
 
 
 def plot_comparison_accuracy(rows, path, protocol):
-    """Test accuracy per model: mean with its 95 % confidence interval, every seed as a dot."""
+    """Test accuracy per model: mean with its 95 % confidence interval, every seed as a dot; where the runs were
+    tested with precise BatchNorm statistics, each seed's as-trained accuracy as a hollow dot beside it."""
     fig, ax = plt.subplots(figsize=(max(5.5, 1.3 * len(rows)), 4.5))
     cis = [0 if np.isnan(r["test_accuracy_ci95"]) else r["test_accuracy_ci95"] for r in rows]
+    precise = any("precise" in r.get("bn_statistics", []) for r in rows)
     for i, (r, ci) in enumerate(zip(rows, cis)):
         ax.bar(i, r["test_accuracy_mean"], yerr=ci, color=_color(r["model"]), alpha=0.6, capsize=6)
         ax.scatter([i] * len(r["test_accuracies"]), r["test_accuracies"], color="black", s=14, zorder=3)
+        if precise:
+            ax.scatter([i + 0.22] * len(r["test_accuracies_as_trained"]), r["test_accuracies_as_trained"], facecolors="none",
+                       edgecolors="dimgray", s=14, zorder=3)
         ax.text(i, r["test_accuracy_mean"] + ci + 0.005, f"{r['test_accuracy_mean']:.3f}", ha="center", fontsize=9)
+    if precise:
+        ax.legend(handles=[plt.Line2D([], [], ls="", marker="o", color="black", ms=4, label="a seed, precise BN (the bars)"),
+                           plt.Line2D([], [], ls="", marker="o", mfc="none", mec="dimgray", ms=4, label="the same seed as trained")],
+                  loc="upper left", fontsize=8, frameon=False)
     # The axis spans the error bars as well as the seeds: with few seeds a 95 % CI can be wide, and the mean's
     # label above a clipped bar would land outside the plot.
-    ends = [a for r in rows for a in r["test_accuracies"]]
+    ends = [a for r in rows for a in r["test_accuracies"] + (r["test_accuracies_as_trained"] if precise else [])]
     ends += [r["test_accuracy_mean"] + sign * ci for r, ci in zip(rows, cis) for sign in (-1, 1)]
     ax.set_ylim(max(0, min(ends) - 0.08), min(1, max(ends) + 0.05))
     ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=20 if len(rows) > 3 else 0, ha="right" if len(rows) > 3 else "center")
