@@ -14,7 +14,8 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from models.deform_ops.arguments import check_finite, refuse_second_order
+from models.deform_ops.arguments import check_finite
+from models.deform_ops.autograd import register_autograd
 
 SOURCE = Path(__file__).with_name("csrc") / "deform_conv_cpu.cpp"
 _state = {}  # "module" or "error", filled by the first kernel() call of the process
@@ -109,20 +110,4 @@ def _(grad_out, input, offset, mask, weight, stride, padding, dilation, need_inp
             torch.empty_like(offset), torch.empty_like(mask) if mask is not None else offset.new_empty(0), torch.empty_like(weight)]
 
 
-def _setup_context(ctx, inputs, output):
-    input, offset, mask, weight, bias, stride, padding, dilation = inputs
-    ctx.save_for_backward(input, offset, mask, weight)
-    ctx.geometry = (stride, padding, dilation)
-    ctx.has_bias = bias is not None
-
-
-def _backward(ctx, grad_out):
-    refuse_second_order("cpp")
-    input, offset, mask, weight = ctx.saved_tensors
-    need_input = ctx.needs_input_grad[0]  # False for the first layer: the images need no gradient
-    g_in, g_off, g_mask, g_w = fused_deform_conv2d_backward(grad_out, input, offset, mask, weight, *ctx.geometry, need_input)
-    g_bias = grad_out.sum((0, 2, 3)) if ctx.has_bias else None
-    return g_in if need_input else None, g_off, g_mask if mask is not None else None, g_w, g_bias, None, None, None
-
-
-fused_deform_conv2d.register_autograd(_backward, setup_context=_setup_context)
+register_autograd(fused_deform_conv2d, fused_deform_conv2d_backward, "cpp")

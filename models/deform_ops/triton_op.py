@@ -12,7 +12,8 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from models.deform_ops.arguments import check_finite, refuse_second_order
+from models.deform_ops.arguments import check_finite
+from models.deform_ops.autograd import register_autograd
 
 HALF = (torch.float16, torch.bfloat16)
 BLOCKS = {"BP": 32, "BO": 32, "BR": 32}  # tile sizes: positions x output channels x columns (tl.dot wants >= 16)
@@ -123,20 +124,4 @@ def _(grad_out, input, offset, mask, weight, stride, padding, dilation, need_inp
             torch.empty_like(mask) if mask is not None else offset.new_empty(0), torch.empty_like(weight)]
 
 
-def _setup_context(ctx, inputs, output):
-    input, offset, mask, weight, bias, stride, padding, dilation = inputs
-    ctx.save_for_backward(input, offset, mask, weight)
-    ctx.geometry = (stride, padding, dilation)
-    ctx.has_bias = bias is not None
-
-
-def _backward(ctx, grad_out):
-    refuse_second_order("triton")
-    input, offset, mask, weight = ctx.saved_tensors
-    need_input = ctx.needs_input_grad[0]
-    g_in, g_off, g_mask, g_w = triton_deform_conv2d_backward(grad_out, input, offset, mask, weight, *ctx.geometry, need_input)
-    g_bias = grad_out.sum((0, 2, 3)) if ctx.has_bias else None
-    return g_in if need_input else None, g_off, g_mask if mask is not None else None, g_w, g_bias, None, None, None
-
-
-triton_deform_conv2d.register_autograd(_backward, setup_context=_setup_context)
+register_autograd(triton_deform_conv2d, triton_deform_conv2d_backward, "triton")
