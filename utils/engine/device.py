@@ -30,10 +30,11 @@ def resolve_backend(name, device, variant=None):
         return "torchvision" if on_cuda else ("cpp" if kernel() is not None else "gather")
     if name == "cpp" and on_cuda:
         raise UserError('"dcn_backend": "cpp" runs on the CPU only; on CUDA use "auto" or "torchvision"')
-    if name == "triton" and (not on_cuda or triton_op.available(device)):
+    if name == "triton":
         # Not on the CPU even under TRITON_INTERPRET=1: the interpreter is for the op's tests, far too slow for a model.
-        why = triton_op.available(device) or "its kernels run on a CUDA GPU only"
-        raise UserError(f'"dcn_backend": "triton" cannot run here ({why}); use "auto"')
+        why = triton_op.available(device) if on_cuda else "its kernels run on a CUDA GPU only"
+        if why:
+            raise UserError(f'"dcn_backend": "triton" cannot run here ({why}); use "auto"')
     if name == "cpp" and kernel() is None:
         raise UserError(f'"dcn_backend": "cpp" could not be built here ({build_error()}); use "auto" or "gather"')
     return name
