@@ -55,6 +55,24 @@ def test_a_lock_of_a_dead_process_or_a_silent_node_is_taken_over(tmp_path, capsy
     RunLock(path, stale_after=60).acquire(wait=False).release()
 
 
+def test_the_progress_line_sees_every_workers_epochs_and_counts_live_workers(tmp_path):
+    """Two compare.py workers share a protocol: each one's progress line must count the other's epochs (read from
+    disk) and divide the work left by the live workers only (a dead worker's lock does not count)."""
+    layout = ProtocolLayout(tmp_path)
+    jobs = [("A", 0), ("A", 1), ("B", 0)]
+    mine = RunLock(layout.run("A", 0).lock).acquire()
+    other = layout.run("A", 1)  # another worker's run: 2 epochs on disk, its lock left by a process that died
+    other.write_record(variant="A", seed=1, num_epoch=4, epochs_done=2, trained=False, settings={}, segments=[])
+    other.history_json.parent.mkdir(parents=True)
+    other.history_json.write_text(json.dumps([{"train_seconds": 50.0, "val_seconds": 10.0}] * 2))
+    other.lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid(), "since": "then", "token": "old"}))
+    done, measured, workers = compare_mod.protocol_state(layout, jobs, 4)
+    assert done == {("A", 0): 0, ("A", 1): 2, ("B", 0): 0} and measured == {"A": [60.0, 60.0]} and workers == 1
+    other.lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": "now", "token": "live"}))
+    assert compare_mod.protocol_state(layout, jobs, 4)[2] == 2
+    mine.release()
+
+
 def test_release_never_removes_a_lock_another_worker_took_over(tmp_path):
     path = tmp_path / "lock"
     lock = RunLock(path).acquire()

@@ -125,6 +125,19 @@ def test_progress_estimate_uses_each_variants_epoch_time():
         p.close()
 
 
+def test_progress_with_several_workers_reads_the_disk_and_shares_the_work_left():
+    disk = {"done": {("A", 0): 2, ("A", 1): 0}, "seconds": {"A": [60.0, 60.0]}, "workers": 1}
+    refresh = lambda: (disk["done"], disk["seconds"], disk["workers"])  # noqa: E731
+    progress = ProtocolProgress("p", 4, *refresh(), refresh=refresh)
+    assert progress.eta_seconds() == (6 * 60, False)
+    # Meanwhile a second worker trained 3 epochs of A seed 1 (at 120 s: one thread each); both hold a run now.
+    disk = {"done": {("A", 0): 3, ("A", 1): 3}, "seconds": {"A": [60.0, 60.0, 60.0] + [120.0] * 3}, "workers": 2}
+    progress.epoch_finished("A", 0, {"epoch": 3, "train_seconds": 50.0, "val_seconds": 10.0})
+    assert progress.epochs_done() == 6 and progress.eta_seconds() == (2 * 90.0 / 2, True)
+    assert progress.line("A", 0).endswith("left ~1m30s (2 workers)")
+    progress.close()
+
+
 def test_train_script_runs_write_a_record_too(tmp_path, synthetic_data):
     from conftest import make_train_config, run_script, write_config
 

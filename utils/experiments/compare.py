@@ -5,6 +5,7 @@ Finished runs are skipped and partial runs resumed, so an interrupted comparison
 missing. The numbers are computed in report.py, the figures drawn in figures.py.
 """
 import dataclasses
+import functools
 import json
 
 import torch
@@ -20,7 +21,7 @@ from utils.experiments.report import render, summarize
 from utils.plumbing.config import TestConfig, TrainConfig
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import write_csv, write_json, write_text
-from utils.plumbing.locks import LockHeld, RunLock
+from utils.plumbing.locks import LockHeld, RunLock, is_held
 from utils.plumbing.machine import in_words
 from utils.plumbing.runs import ProtocolLayout, run_status, tested_epoch
 
@@ -96,18 +97,25 @@ def cluster_job(cfg, name, seed):
     run_one(cfg, name, seed, wait=True)
 
 
+def protocol_state(layout, jobs, num_epoch):
+    """Where the protocol stands on disk, every worker's runs included: (epochs done per job, measured epoch
+    seconds per variant, workers holding a run now)."""
+    done, measured = {}, {}
+    for name, s in jobs:
+        run = layout.run(name, s)
+        done[(name, s)] = run_status(run, num_epoch).epochs_done or 0
+        if run.history_json.exists():  # written atomically: another worker's is never read half-written
+            history = json.loads(run.history_json.read_text())
+            measured.setdefault(name, []).extend(h["train_seconds"] + h["val_seconds"] for h in history)
+    return done, measured, sum(is_held(layout.run(name, s).lock) for name, s in jobs)
+
+
 def run_all(cfg):
     """Every run in this process, one after another. A run another worker holds (a second compare.py, a cluster
     job) is passed over at first and waited for at the end, so two workers share a protocol without doubling it."""
-    layout = ProtocolLayout(cfg.outdir)
     jobs = cfg.jobs()
-    status = {(name, s): run_status(layout.run(name, s), cfg.num_epoch) for name, s in jobs}
-    measured = {}
-    for name, s in jobs:
-        history = layout.run(name, s).history_json
-        if history.exists():
-            measured.setdefault(name, []).extend(h["train_seconds"] + h["val_seconds"] for h in json.loads(history.read_text()))
-    progress = ProtocolProgress(cfg.protocol, cfg.num_epoch, {key: st.epochs_done or 0 for key, st in status.items()}, measured)
+    refresh = functools.partial(protocol_state, ProtocolLayout(cfg.outdir), jobs, cfg.num_epoch)
+    progress = ProtocolProgress(cfg.protocol, cfg.num_epoch, *refresh(), refresh=refresh)
     numbered = {job: f"[{cfg.protocol}] run {i}/{len(jobs)}: {job[0]}, seed {job[1]}" for i, job in enumerate(jobs, start=1)}
     try:
         pending = jobs

@@ -5,6 +5,10 @@ validation) of its variant; a variant with no measured epoch yet borrows the med
 and the line says the estimate is rough until every variant has one. The median, not the mean: a protocol
 that runs for a day shares its machine, and an epoch that spanned a pause (SIGSTOP) or a benchmark beside
 it would drag a mean for the rest of the run.
+
+Several workers can share a protocol (two compare.py processes, each with fewer threads): given `refresh`, the
+line re-reads where every run stands from disk after each epoch, so it counts the other workers' epochs too, and
+divides the work left by the number of workers holding a run now (each measured its epochs at its own pace).
 """
 import statistics
 import time
@@ -20,16 +24,21 @@ def duration(seconds):
 
 class ProtocolProgress:
     """`done` maps each (variant, seed) job to its finished epochs; `epoch_seconds` maps a variant to the
-    measured times of its finished epochs (from the histories already on disk)."""
+    measured times of its finished epochs (from the histories already on disk); `workers`: how many workers
+    train the protocol now; `refresh()`: (done, epoch_seconds, workers) as they stand on disk now."""
 
-    def __init__(self, protocol, num_epoch, done, epoch_seconds):
-        self.protocol, self.num_epoch = protocol, num_epoch
-        self.done = dict(done)
-        self.epoch_seconds = {variant: list(times) for variant, times in epoch_seconds.items()}
+    def __init__(self, protocol, num_epoch, done, epoch_seconds, workers=1, refresh=None):
+        self.protocol, self.num_epoch, self.refresh = protocol, num_epoch, refresh
+        self._set(done, epoch_seconds, workers)
         self.start = time.perf_counter()
         total = len(self.done) * num_epoch
         # A bar only in a terminal (disable=None); a log file gets one line per epoch instead.
         self.bar = tqdm(total=total, initial=self.epochs_done(), desc=f"[{protocol}] protocol", unit="epoch", disable=None, dynamic_ncols=True)
+
+    def _set(self, done, epoch_seconds, workers):
+        self.done = dict(done)
+        self.epoch_seconds = {variant: list(times) for variant, times in epoch_seconds.items()}
+        self.workers = max(1, workers)
 
     def epochs_done(self):
         return sum(self.done.values())
@@ -38,7 +47,8 @@ class ProtocolProgress:
         return sum(e >= self.num_epoch for e in self.done.values())
 
     def eta_seconds(self):
-        """(seconds left, rough?) or (None, True) before any epoch was measured."""
+        """(seconds left, rough?) or (None, True) before any epoch was measured; rough also with several workers
+        (they do not all finish together)."""
         measured = [t for times in self.epoch_seconds.values() for t in times]
         if not measured:
             return None, True
@@ -48,24 +58,29 @@ class ProtocolProgress:
             times = self.epoch_seconds.get(variant)
             rough |= not times and epochs < self.num_epoch
             left += (self.num_epoch - epochs) * (statistics.median(times) if times else fallback)
-        return left, rough
+        return left / self.workers, rough or self.workers > 1
 
     def line(self, variant, seed):
         left, rough = self.eta_seconds()
         eta = "unknown until an epoch is measured" if left is None else ("~" if rough else "") + duration(left)
+        if self.workers > 1:
+            eta += f" ({self.workers} workers)"
         return (f"[{self.protocol}] {variant} seed {seed} epoch {self.done[(variant, seed)]}/{self.num_epoch} | "
                 f"runs {self.runs_done()}/{len(self.done)}, epochs {self.epochs_done()}/{len(self.done) * self.num_epoch} | "
                 f"elapsed {duration(time.perf_counter() - self.start)} | left {eta}")
 
     def epoch_finished(self, variant, seed, entry):
         """Called by the training loop after every saved epoch."""
-        self.done[(variant, seed)] = entry["epoch"]
-        self.epoch_seconds.setdefault(variant, []).append(entry["train_seconds"] + entry["val_seconds"])
+        if self.refresh is not None:  # the disk has this epoch already (saved before this call) and the other workers'
+            self._set(*self.refresh())
+        else:
+            self.done[(variant, seed)] = entry["epoch"]
+            self.epoch_seconds.setdefault(variant, []).append(entry["train_seconds"] + entry["val_seconds"])
         line = self.line(variant, seed)
         if self.bar.disable:
             print(line, flush=True)
         else:
-            self.bar.update(1)
+            self.bar.update(self.epochs_done() - self.bar.n)
             self.bar.set_postfix_str(line.split(" | ", 1)[1])
 
     def close(self):

@@ -61,6 +61,12 @@ def is_stale(path, holder, stale_after=STALE_AFTER):
     return age > stale_after
 
 
+def is_held(path, stale_after=STALE_AFTER):
+    """Whether a live worker holds the lock at `path` now (a lock file that is not stale)."""
+    path = Path(path)
+    return path.exists() and not is_stale(path, _read(path), stale_after)
+
+
 def _create(path, holder):
     """Create the lock file with `holder` inside, atomically; False if it exists already."""
     try:
