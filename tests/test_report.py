@@ -57,6 +57,31 @@ def test_aggregation_math_and_significance():
     assert not by_pair[("Conv2d", "DeformConv2dv2")]["significant"]  # overlapping seeds
 
 
+def test_each_control_is_set_against_each_model_of_the_question_with_the_right_sign(tmp_path):
+    # Variants in the order the config names them: a control may come before or after the model it is set against,
+    # so its pair is stored either way round; the table always reads control − model.
+    accuracies = {"Conv2d": (0.50, 0.52, 0.51), "Conv2d-params": (0.52, 0.53, 0.54), "DeformConv2d": (0.60, 0.61, 0.62),
+                  "DeformConv2dv2": (0.63, 0.62, 0.66)}
+    runs = {name: [fake_run(s, a, [0.5], params=100 + i) for s, a in enumerate(accs)] for i, (name, accs) in enumerate(accuracies.items())}
+    rows, pairs, per_run = summarize(runs)
+    cfg = parse_config({"protocol": "tiny", "outdir": str(tmp_path), "models": list(runs), "seeds": [0, 1, 2]}, CompareConfig, "test")
+    md = render(cfg, rows, pairs, per_run, "").splitlines()
+    header = md.index("| control | parameters | − Conv2d | − DeformConv2d | − DeformConv2dv2 |")
+    cells = [c.strip() for c in md[header + 2].strip("|").split("|")]
+    by_pair = {(p["a"], p["b"]): p for p in pairs}
+    expected = []
+    for base, diffs in (("Conv2d", (0.02, 0.01, 0.03)), ("DeformConv2d", (-0.08, -0.08, -0.08)), ("DeformConv2dv2", (-0.11, -0.09, -0.12))):
+        mean, ci = mean_ci(diffs)
+        pair = by_pair.get(("Conv2d-params", base)) or by_pair[(base, "Conv2d-params")]
+        expected.append(f"{100 * mean:+.1f} ({100 * (mean - ci):+.1f} … {100 * (mean + ci):+.1f}), p {pair['p_paired_holm']:.3f}")
+    assert cells == ["Conv2d-params", "101", *expected]
+    assert cells[2].startswith("+2.0 (-0.5 … +4.5)") and cells[3].startswith("-8.0 (-8.0 … -8.0)")  # a control above Conv2d, below DCNv1
+    assert md[header + 3:header + 4] in ([], [""])  # one control, one row
+    # Only the three models, no control: no such table.
+    rows, pairs, per_run = summarize({k: v for k, v in runs.items() if k != "Conv2d-params"})
+    assert not any(line.startswith("| control |") for line in render(cfg, rows, pairs, per_run, "").splitlines())
+
+
 def test_epoch_times_are_reported_per_machine_when_a_protocol_moved(tmp_path):
     # Epoch seconds mean something only beside the CPU that ran them: a protocol trained on two machines gets a
     # table of them per machine, each epoch counted under the segment that trained it.

@@ -5,6 +5,7 @@ from itertools import combinations
 
 import numpy as np
 
+from models.registry import BASE
 from utils.engine.data import CLASSES
 from utils.engine.robustness import COPIES
 from utils.experiments.stats import ALPHA, holm, mean_ci, paired, welch
@@ -228,6 +229,7 @@ def render(cfg, rows, pairs, per_run, environment):
         trained = f" {p['difference_as_trained']:+.4f} |" if precise else ""
         lines.append(f"| {p['a']} − {p['b']} | {p['difference']:+.4f} | {interval} |{trained} {p['paired_seeds']} | {_fmt(p['p_paired'], '.3f')} | "
                      f"{_fmt(p['p_paired_holm'], '.3f')} | {_fmt(p['p_welch'], '.3f')} | {'yes' if p['significant'] else 'no'} |")
+    lines += _controls_table(rows, pairs)
     robust = [r for r in rows if r["robustness"]]
     if robust:
         names = list(robust[0]["robustness"]["accuracy"])
@@ -242,6 +244,30 @@ def render(cfg, rows, pairs, per_run, environment):
             lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
         lines += _robustness_summary(robust, pairs)
     return "\n".join(lines) + "\n"
+
+
+def _controls_table(rows, pairs):
+    """Each control against each of the three models of the question, read from the pairs above: what the control
+    rules in or out is whether its interval reaches the plain model's or the deformable models' level."""
+    models = [r["model"] for r in rows]
+    bases, controls = [m for m in models if m in BASE], [m for m in models if m not in BASE]
+    if not bases or not controls:
+        return []
+    by_pair = {(p["a"], p["b"]): p for p in pairs}
+    lines = ["", "Each control against the three models: control − model in points, the mean of the per-seed differences on the "
+             "seeds both have with its 95 % CI, and the paired p Holm-corrected as above. An interval that excludes 0 says the "
+             "control differs from that model; its bounds say how large a difference the seeds still allow.", "",
+             "| control | parameters | " + " | ".join(f"− {b}" for b in bases) + " |", "|---|---|" + "---|" * len(bases)]
+    params = {r["model"]: r["parameters"] for r in rows}
+    for control in controls:
+        cells = []
+        for base in bases:
+            pair, sign = (by_pair[(control, base)], 1) if (control, base) in by_pair else (by_pair[(base, control)], -1)
+            mean, ci = 100 * sign * pair["paired_difference"], 100 * pair["paired_difference_ci95"]
+            interval = f" ({mean - ci:+.1f} … {mean + ci:+.1f})" if not math.isnan(ci) else ""
+            cells.append(f"{mean:+.1f}{interval}, p {_fmt(pair['p_paired_holm'], '.3f')}")
+        lines.append(f"| {control} | {params[control]:,} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _robustness_summary(robust, pairs):
