@@ -159,6 +159,7 @@ def test_model_seeds_queue_controls_before_the_next_seeds_and_pair_on_shared_see
     assert {r["model"]: r["seed_list"] for r in rows} == {"Conv2d": [0, 1, 2], "Conv2d-dilated": [0, 1]}
     assert pairs[0]["paired_seeds"] == 2
     assert not ProtocolLayout(cfg.outdir).run("Conv2d-dilated", 2).root.exists()
+    assert ProtocolLayout(cfg.outdir).file("comparison_controls.png").exists()  # a control: its figure against Conv2d
 
 
 @pytest.mark.parametrize("model_seeds, message", [

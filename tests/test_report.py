@@ -7,7 +7,7 @@ from scipy import stats
 from utils.engine.robustness import TRANSFORMS
 from utils.experiments import figures
 from utils.experiments.compare import environment
-from utils.experiments.report import render, summarize
+from utils.experiments.report import control_differences, render, summarize
 from utils.experiments.stats import holm, mean_ci, paired, welch
 from utils.plumbing.config import CompareConfig, parse_config
 from utils.plumbing.machine import in_words
@@ -57,7 +57,7 @@ def test_aggregation_math_and_significance():
     assert not by_pair[("Conv2d", "DeformConv2dv2")]["significant"]  # overlapping seeds
 
 
-def test_each_control_is_set_against_each_model_of_the_question_with_the_right_sign(tmp_path):
+def test_each_control_is_set_against_each_model_of_the_question_with_the_right_sign(tmp_path, monkeypatch):
     # Variants in the order the config names them: a control may come before or after the model it is set against,
     # so its pair is stored either way round; the table always reads control − model.
     accuracies = {"Conv2d": (0.50, 0.52, 0.51), "Conv2d-params": (0.52, 0.53, 0.54), "DeformConv2d": (0.60, 0.61, 0.62),
@@ -77,9 +77,17 @@ def test_each_control_is_set_against_each_model_of_the_question_with_the_right_s
     assert cells == ["Conv2d-params", "101", *expected]
     assert cells[2].startswith("+2.0 (-0.5 … +4.5)") and cells[3].startswith("-8.0 (-8.0 … -8.0)")  # a control above Conv2d, below DCNv1
     assert md[header + 3:header + 4] in ([], [""])  # one control, one row
-    # Only the three models, no control: no such table.
+    # The figure draws the same differences: one panel per model, the control's point at control − model.
+    figs = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: figs.append(fig))
+    assert figures.plot_controls(control_differences(rows, pairs), tmp_path / "c.png", "tiny")
+    drawn = [bars.lines[0].get_xdata()[0] for ax in figs[0].axes for bars in ax.containers]  # each error bar's point
+    assert [ax.get_title() for ax in figs[0].axes] == ["control − Conv2d", "control − DeformConv2d", "control − DeformConv2dv2"]
+    assert drawn == pytest.approx([2.0, -8.0, -32 / 3])
+    # Only the three models, no control: no such table, no figure.
     rows, pairs, per_run = summarize({k: v for k, v in runs.items() if k != "Conv2d-params"})
     assert not any(line.startswith("| control |") for line in render(cfg, rows, pairs, per_run, "").splitlines())
+    assert not figures.plot_controls(control_differences(rows, pairs), tmp_path / "c.png", "tiny")
 
 
 def test_epoch_times_are_reported_per_machine_when_a_protocol_moved(tmp_path):

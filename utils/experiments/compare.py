@@ -15,9 +15,9 @@ from utils.engine.data import CLASSES
 from utils.engine.testing import run_test
 from utils.engine.train import train
 from utils.experiments.cluster import submit_all
-from utils.experiments.figures import plot_comparison_accuracy, plot_comparison_curves, plot_comparison_per_class, plot_robustness
+from utils.experiments.figures import plot_comparison_accuracy, plot_comparison_curves, plot_comparison_per_class, plot_controls, plot_robustness
 from utils.experiments.progress import ProtocolProgress
-from utils.experiments.report import render, summarize
+from utils.experiments.report import control_differences, render, summarize
 from utils.plumbing.config import TestConfig, TrainConfig
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import write_csv, write_json, write_text
@@ -186,11 +186,13 @@ def aggregate(cfg):
     plot_comparison_accuracy(rows, out.file("comparison_accuracy.png"), cfg.protocol)
     plot_comparison_per_class(rows, CLASSES, out.file("comparison_per_class.png"), cfg.protocol)
     figures = "comparison_curves.png, comparison_accuracy.png, comparison_per_class.png"
-    robustness_png = out.file("comparison_robustness.png")
-    if plot_robustness(rows, robustness_png, cfg.protocol):
-        figures += ", comparison_robustness.png"
-    else:
-        robustness_png.unlink(missing_ok=True)  # one from an earlier aggregation would not belong to this report
+    optional = (("comparison_controls.png", lambda path: plot_controls(control_differences(rows, pairs), path, cfg.protocol)),
+                ("comparison_robustness.png", lambda path: plot_robustness(rows, path, cfg.protocol)))
+    for name, plot in optional:
+        if plot(out.file(name)):
+            figures += f", {name}"
+        else:
+            out.file(name).unlink(missing_ok=True)  # one from an earlier aggregation would not belong to this report
     print(report)
     print(f"wrote {out.root}/comparison.md, .json, .csv, {figures}")
     return rows, pairs

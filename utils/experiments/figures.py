@@ -71,6 +71,34 @@ def plot_comparison_accuracy(rows, path, protocol):
     save_figure(fig, path)
 
 
+def plot_controls(differences, path, protocol):
+    """Is it the deformation? One panel per model of the question, each control's paired difference to it
+    (control − model, points) with its 95 % CI, and 0 marked: a control whose interval straddles 0 against
+    Conv2d bought nothing measurable over the plain network; one that sits below 0 against DCNv1/DCNv2 does
+    not reach them. Nothing is drawn without controls (False)."""
+    if not differences:
+        return False
+    bases = list(dict.fromkeys(d["model"] for d in differences))
+    controls = list(dict.fromkeys(d["control"] for d in differences))
+    fig, axes = plt.subplots(1, len(bases), figsize=(3.6 * len(bases) + 1.6, 0.7 * len(controls) + 1.6), sharey=True, squeeze=False)
+    for ax, base in zip(axes[0], bases):
+        for y, control in enumerate(controls):
+            d = next(d for d in differences if d["control"] == control and d["model"] == base)
+            ci = 0 if math.isnan(d["ci95"]) else d["ci95"]
+            ax.errorbar(d["points"], y, xerr=ci, fmt="o", color=_color(control), capsize=4)
+            ax.annotate(f"{d['points']:+.1f}", (d["points"], y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(f"control − {base}", fontsize=10)
+        ax.set_xlabel("test accuracy points")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(controls)), controls)
+    axes[0][0].set_ylim(len(controls) - 0.5, -0.6)  # the first control on top, room for its label
+    seeds = sorted({d["seeds"] for d in differences})
+    fig.suptitle(f"Controls against the models, paired over {'–'.join(map(str, seeds))} shared seeds (95 % CI) [{protocol}]", fontsize=11)
+    save_figure(fig, path)
+    return True
+
+
 def plot_comparison_per_class(rows, classes, path, protocol):
     """Per-class test accuracy (mean over seeds), one group of bars per class."""
     fig, ax = plt.subplots(figsize=(10, 4.5))

@@ -246,26 +246,39 @@ def render(cfg, rows, pairs, per_run, environment):
     return "\n".join(lines) + "\n"
 
 
-def _controls_table(rows, pairs):
-    """Each control against each of the three models of the question, read from the pairs above: what the control
-    rules in or out is whether its interval reaches the plain model's or the deformable models' level."""
+def control_differences(rows, pairs):
+    """Each control (a variant not among the three models of the question) against each of the three present, from the
+    pairs: {"control", "model", "points", "ci95" (points; nan with one shared seed), "p_holm", "seeds"}, control − model
+    whichever way round the pair was stored."""
     models = [r["model"] for r in rows]
     bases, controls = [m for m in models if m in BASE], [m for m in models if m not in BASE]
-    if not bases or not controls:
-        return []
     by_pair = {(p["a"], p["b"]): p for p in pairs}
+    out = []
+    for control in controls:
+        for base in bases:
+            pair, sign = (by_pair[(control, base)], 1) if (control, base) in by_pair else (by_pair[(base, control)], -1)
+            out.append({"control": control, "model": base, "points": 100 * sign * pair["paired_difference"],
+                        "ci95": 100 * pair["paired_difference_ci95"], "p_holm": pair["p_paired_holm"], "seeds": pair["paired_seeds"]})
+    return out
+
+
+def _controls_table(rows, pairs):
+    """control_differences as a table: what a control rules in or out is whether its interval reaches the plain
+    model's or the deformable models' level."""
+    differences = control_differences(rows, pairs)
+    if not differences:
+        return []
+    bases = list(dict.fromkeys(d["model"] for d in differences))
+    params = {r["model"]: r["parameters"] for r in rows}
     lines = ["", "Each control against the three models: control − model in points, the mean of the per-seed differences on the "
              "seeds both have with its 95 % CI, and the paired p Holm-corrected as above. An interval that excludes 0 says the "
              "control differs from that model; its bounds say how large a difference the seeds still allow.", "",
              "| control | parameters | " + " | ".join(f"− {b}" for b in bases) + " |", "|---|---|" + "---|" * len(bases)]
-    params = {r["model"]: r["parameters"] for r in rows}
-    for control in controls:
+    for control in dict.fromkeys(d["control"] for d in differences):
         cells = []
-        for base in bases:
-            pair, sign = (by_pair[(control, base)], 1) if (control, base) in by_pair else (by_pair[(base, control)], -1)
-            mean, ci = 100 * sign * pair["paired_difference"], 100 * pair["paired_difference_ci95"]
-            interval = f" ({mean - ci:+.1f} … {mean + ci:+.1f})" if not math.isnan(ci) else ""
-            cells.append(f"{mean:+.1f}{interval}, p {_fmt(pair['p_paired_holm'], '.3f')}")
+        for d in (d for d in differences if d["control"] == control):
+            interval = f" ({d['points'] - d['ci95']:+.1f} … {d['points'] + d['ci95']:+.1f})" if not math.isnan(d["ci95"]) else ""
+            cells.append(f"{d['points']:+.1f}{interval}, p {_fmt(d['p_holm'], '.3f')}")
         lines.append(f"| {control} | {params[control]:,} | " + " | ".join(cells) + " |")
     return lines
 
