@@ -81,7 +81,7 @@ def run_one(cfg, name, seed, wait, progress=None, head=None):
             print(f"{head}: trained already, skipping")
         else:
             print(f"{head}: {'resuming' if state == 'partial' else 'training'} ({cfg.num_epoch} epochs)", flush=True)
-            on_epoch = (lambda entry: progress.epoch_finished(name, seed, entry)) if progress else None
+            on_epoch = (lambda entry: progress.epoch_finished(name, seed)) if progress else None
             train(tc, resume=(state == "partial"), resume_command="python compare.py --config <same config> (it resumes by itself)", on_epoch=on_epoch)
         if needs_test(run, cfg):
             run_test(test_config_for(cfg, name, seed))
@@ -114,8 +114,7 @@ def run_all(cfg):
     """Every run in this process, one after another. A run another worker holds (a second compare.py, a cluster
     job) is passed over at first and waited for at the end, so two workers share a protocol without doubling it."""
     jobs = cfg.jobs()
-    refresh = functools.partial(protocol_state, ProtocolLayout(cfg.outdir), jobs, cfg.num_epoch)
-    progress = ProtocolProgress(cfg.protocol, cfg.num_epoch, *refresh(), refresh=refresh)
+    progress = ProtocolProgress(cfg.protocol, cfg.num_epoch, functools.partial(protocol_state, ProtocolLayout(cfg.outdir), jobs, cfg.num_epoch))
     numbered = {job: f"[{cfg.protocol}] run {i}/{len(jobs)}: {job[0]}, seed {job[1]}" for i, job in enumerate(jobs, start=1)}
     try:
         pending = jobs

@@ -6,9 +6,9 @@ and the line says the estimate is rough until every variant has one. The median,
 that runs for a day shares its machine, and an epoch that spanned a pause (SIGSTOP) or a benchmark beside
 it would drag a mean for the rest of the run.
 
-Several workers can share a protocol (two compare.py processes, each with fewer threads): given `refresh`, the
-line re-reads where every run stands from disk after each epoch, so it counts the other workers' epochs too, and
-divides the work left by the number of workers holding a run now (each measured its epochs at its own pace).
+Several workers can share a protocol (two compare.py processes, each with fewer threads), so the line re-reads
+where every run stands from disk after each epoch: it counts the other workers' epochs too, and divides the work
+left by the number of workers holding a run now (each measured its epochs at its own pace).
 """
 import statistics
 import time
@@ -23,19 +23,20 @@ def duration(seconds):
 
 
 class ProtocolProgress:
-    """`done` maps each (variant, seed) job to its finished epochs; `epoch_seconds` maps a variant to the
-    measured times of its finished epochs (from the histories already on disk); `workers`: how many workers
-    train the protocol now; `refresh()`: (done, epoch_seconds, workers) as they stand on disk now."""
+    """`state()` says where the protocol stands now (compare.protocol_state reads it from disk): (done, epoch_seconds,
+    workers): `done` maps each (variant, seed) job to its finished epochs, `epoch_seconds` a variant to the measured
+    times of its finished epochs, `workers` how many workers hold a run of the protocol."""
 
-    def __init__(self, protocol, num_epoch, done, epoch_seconds, workers=1, refresh=None):
-        self.protocol, self.num_epoch, self.refresh = protocol, num_epoch, refresh
-        self._set(done, epoch_seconds, workers)
+    def __init__(self, protocol, num_epoch, state):
+        self.protocol, self.num_epoch, self.state = protocol, num_epoch, state
+        self._read()
         self.start = time.perf_counter()
         total = len(self.done) * num_epoch
         # A bar only in a terminal (disable=None); a log file gets one line per epoch instead.
         self.bar = tqdm(total=total, initial=self.epochs_done(), desc=f"[{protocol}] protocol", unit="epoch", disable=None, dynamic_ncols=True)
 
-    def _set(self, done, epoch_seconds, workers):
+    def _read(self):
+        done, epoch_seconds, workers = self.state()
         self.done = dict(done)
         self.epoch_seconds = {variant: list(times) for variant, times in epoch_seconds.items()}
         self.workers = max(1, workers)
@@ -69,13 +70,9 @@ class ProtocolProgress:
                 f"runs {self.runs_done()}/{len(self.done)}, epochs {self.epochs_done()}/{len(self.done) * self.num_epoch} | "
                 f"elapsed {duration(time.perf_counter() - self.start)} | left {eta}")
 
-    def epoch_finished(self, variant, seed, entry):
-        """Called by the training loop after every saved epoch."""
-        if self.refresh is not None:  # the disk has this epoch already (saved before this call) and the other workers'
-            self._set(*self.refresh())
-        else:
-            self.done[(variant, seed)] = entry["epoch"]
-            self.epoch_seconds.setdefault(variant, []).append(entry["train_seconds"] + entry["val_seconds"])
+    def epoch_finished(self, variant, seed):
+        """Called by the training loop after every saved epoch: the state has it, and the other workers' epochs."""
+        self._read()
         line = self.line(variant, seed)
         if self.bar.disable:
             print(line, flush=True)
