@@ -100,14 +100,15 @@ def cluster_job(cfg, name, seed):
 def protocol_state(layout, jobs, num_epoch):
     """Where the protocol stands on disk, every worker's runs included: (epochs done per job, measured epoch
     seconds per variant, workers holding a run now)."""
-    done, measured = {}, {}
+    done, measured, workers = {}, {}, 0
     for name, s in jobs:
         run = layout.run(name, s)
         done[(name, s)] = run_status(run, num_epoch).epochs_done or 0
+        workers += is_held(run.lock)
         if run.history_json.exists():  # written atomically: another worker's is never read half-written
             history = json.loads(run.history_json.read_text())
             measured.setdefault(name, []).extend(h["train_seconds"] + h["val_seconds"] for h in history)
-    return done, measured, sum(is_held(layout.run(name, s).lock) for name, s in jobs)
+    return done, measured, workers
 
 
 def run_all(cfg):
