@@ -62,12 +62,15 @@ def test_the_progress_line_sees_every_workers_epochs_and_counts_live_workers(tmp
     jobs = [("A", 0), ("A", 1), ("B", 0)]
     mine = RunLock(layout.run("A", 0).lock).acquire()
     other = layout.run("A", 1)  # another worker's run: 2 epochs on disk, its lock left by a process that died
-    other.write_record(variant="A", seed=1, num_epoch=4, epochs_done=2, trained=False, settings={}, segments=[])
+    host = {"cpu": "Xeon", "cpu_isa": "avx512", "cpus": 2, "torch_threads": 1, "device": "cpu"}
+    other.write_record(variant="A", seed=1, num_epoch=4, epochs_done=2, trained=False, settings={},
+                       segments=[{"epochs": [1, 1], "note": "no machine recorded"}, {"epochs": [2, 2], "host": host}])
     other.history_json.parent.mkdir(parents=True)
-    other.history_json.write_text(json.dumps([{"train_seconds": 50.0, "val_seconds": 10.0}] * 2))
+    other.history_json.write_text(json.dumps([{"epoch": e, "train_seconds": 50.0 * e, "val_seconds": 10.0} for e in (1, 2)]))
     other.lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid(), "since": "then", "token": "old"}))
     done, measured, workers = compare_mod.protocol_state(layout, jobs, 4)
-    assert done == {("A", 0): 0, ("A", 1): 2, ("B", 0): 0} and measured == {"A": [60.0, 60.0]} and workers == 1
+    assert done == {("A", 0): 0, ("A", 1): 2, ("B", 0): 0} and workers == 1
+    assert measured == {"A": {None: [60.0], "Xeon (2 CPUs, avx512, 1 torch threads)": [110.0]}}  # each epoch at its segment's pace
     other.lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": "now", "token": "live"}))
     assert compare_mod.protocol_state(layout, jobs, 4)[2] == 2
     mine.release()

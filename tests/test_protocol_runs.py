@@ -111,13 +111,13 @@ def test_a_partial_run_resumes_and_reports_progress(tmp_path, synthetic_data, mo
 
 
 def test_progress_estimate_uses_each_variants_epoch_time():
-    progress = ProtocolProgress("p", 10, lambda: ({("A", 0): 10, ("B", 0): 4, ("A", 1): 0, ("B", 1): 0}, {"A": [60.0, 60.0], "B": [120.0]}, 1))
+    progress = ProtocolProgress("p", 10, lambda: ({("A", 0): 10, ("B", 0): 4, ("A", 1): 0, ("B", 1): 0}, {"A": {None: [60.0, 60.0]}, "B": {None: [120.0]}}, 1))
     assert progress.runs_done() == 1 and progress.epochs_done() == 14
     assert progress.eta_seconds() == (10 * 60 + 6 * 120 + 10 * 120, False)
-    rough = ProtocolProgress("p", 2, lambda: ({("A", 0): 1, ("B", 0): 0}, {"A": [30.0]}, 1))
+    rough = ProtocolProgress("p", 2, lambda: ({("A", 0): 1, ("B", 0): 0}, {"A": {None: [30.0]}}, 1))
     assert rough.eta_seconds() == (1 * 30 + 2 * 30, True)  # B borrows A's time: marked rough
     assert ProtocolProgress("p", 2, lambda: ({("A", 0): 0}, {}, 0)).eta_seconds() == (None, True)
-    paused = ProtocolProgress("p", 4, lambda: ({("A", 0): 3}, {"A": [60.0, 62.0, 6000.0]}, 1))  # one epoch spanned a pause
+    paused = ProtocolProgress("p", 4, lambda: ({("A", 0): 3}, {"A": {None: [60.0, 62.0, 6000.0]}}, 1))  # one epoch spanned a pause
     assert paused.eta_seconds() == (62.0, False)  # the median: the paused epoch does not drag the estimate
     assert "left ~1m30s" in rough.line("A", 0)
     assert duration(3 * 3600 + 5 * 60 + 20) == "3h05m" and duration(59) == "0m59s"
@@ -125,12 +125,29 @@ def test_progress_estimate_uses_each_variants_epoch_time():
         p.close()
 
 
+def test_progress_estimate_takes_the_epochs_timed_at_this_workers_pace():
+    """A queue moved from two threads to two 1-thread workers: the estimate must take the epochs measured at one
+    thread, not a median over both paces; a variant not yet measured at this pace borrows (rough)."""
+    one, two = "cpu (2 CPUs, 1 torch threads)", "cpu (2 CPUs, 2 torch threads)"
+    seconds = {"A": {two: [60.0] * 5, one: [100.0] * 2}, "B": {two: [80.0] * 3}}
+    state = lambda: ({("A", 0): 7, ("B", 0): 3}, seconds, 1)  # noqa: E731
+    mine = ProtocolProgress("p", 10, state, pace=one)
+    assert mine.eta_seconds() == (3 * 100.0 + 7 * 80.0, True)  # B: only 2-thread epochs so far, borrowed
+    seconds["B"][one] = [110.0]
+    assert mine.epoch_finished("A", 0) is None and mine.eta_seconds() == (3 * 100.0 + 7 * 110.0, False)
+    assert ProtocolProgress("p", 10, state, pace=two).eta_seconds() == (3 * 60.0 + 7 * 80.0, False)
+    elsewhere = ProtocolProgress("p", 10, lambda: ({("A", 0): 9, ("C", 0): 0}, seconds, 1), pace=one)
+    assert elsewhere.eta_seconds() == (100.0 + 10 * 100.0, True)  # C: never measured: the median at this pace (80 s anywhere)
+    for p in (mine, elsewhere):
+        p.close()
+
+
 def test_progress_with_several_workers_reads_the_disk_and_shares_the_work_left():
-    disk = {"done": {("A", 0): 2, ("A", 1): 0}, "seconds": {"A": [60.0, 60.0]}, "workers": 1}
+    disk = {"done": {("A", 0): 2, ("A", 1): 0}, "seconds": {"A": {None: [60.0, 60.0]}}, "workers": 1}
     progress = ProtocolProgress("p", 4, lambda: (disk["done"], disk["seconds"], disk["workers"]))
     assert progress.eta_seconds() == (6 * 60, False)
     # Meanwhile a second worker trained 3 epochs of A seed 1 (at 120 s: one thread each); both hold a run now.
-    disk = {"done": {("A", 0): 3, ("A", 1): 3}, "seconds": {"A": [60.0, 60.0, 60.0] + [120.0] * 3}, "workers": 2}
+    disk = {"done": {("A", 0): 3, ("A", 1): 3}, "seconds": {"A": {None: [60.0, 60.0, 60.0] + [120.0] * 3}}, "workers": 2}
     progress.epoch_finished("A", 0)
     assert progress.epochs_done() == 6 and progress.eta_seconds() == (2 * 90.0 / 2, True)
     assert progress.line("A", 0).endswith("left ~1m30s (2 workers)")

@@ -12,6 +12,7 @@ import torch
 
 from models.registry import VARIANTS
 from utils.engine.data import CLASSES
+from utils.engine.device import resolve_device
 from utils.engine.testing import run_test
 from utils.engine.train import train
 from utils.experiments.cluster import submit_all
@@ -22,7 +23,7 @@ from utils.plumbing.config import TestConfig, TrainConfig
 from utils.plumbing.errors import UserError
 from utils.plumbing.files import write_csv, write_json, write_text
 from utils.plumbing.locks import LockHeld, RunLock, is_held
-from utils.plumbing.machine import in_words
+from utils.plumbing.machine import in_words, this_machine
 from utils.plumbing.runs import ProtocolLayout, run_status, tested_epoch
 
 
@@ -99,7 +100,8 @@ def cluster_job(cfg, name, seed):
 
 def protocol_state(layout, jobs, num_epoch):
     """Where the protocol stands on disk, every worker's runs included: (epochs done per job, measured epoch
-    seconds per variant, workers holding a run now)."""
+    seconds per variant and pace, workers holding a run now). A pace is the machine and thread count in words
+    (machine.in_words) from the run record's segment that trained the epoch; None where no segment says."""
     done, measured, workers = {}, {}, 0
     for name, s in jobs:
         run = layout.run(name, s)
@@ -107,7 +109,13 @@ def protocol_state(layout, jobs, num_epoch):
         workers += is_held(run.lock)
         if run.history_json.exists():  # written atomically: another worker's is never read half-written
             history = json.loads(run.history_json.read_text())
-            measured.setdefault(name, []).extend(h["train_seconds"] + h["val_seconds"] for h in history)
+            pace = {}
+            for segment in (run.read_record() or {}).get("segments", []):
+                if "host" in segment and "epochs" in segment:
+                    first, last = segment["epochs"]
+                    pace.update(dict.fromkeys(range(first, last + 1), in_words(segment["host"])))
+            for h in history:
+                measured.setdefault(name, {}).setdefault(pace.get(h["epoch"]), []).append(h["train_seconds"] + h["val_seconds"])
     return done, measured, workers
 
 
@@ -115,7 +123,9 @@ def run_all(cfg):
     """Every run in this process, one after another. A run another worker holds (a second compare.py, a cluster
     job) is passed over at first and waited for at the end, so two workers share a protocol without doubling it."""
     jobs = cfg.jobs()
-    progress = ProtocolProgress(cfg.protocol, cfg.num_epoch, functools.partial(protocol_state, ProtocolLayout(cfg.outdir), jobs, cfg.num_epoch))
+    # This worker's pace as its training segments will record it, so that the estimate takes epochs timed like its own.
+    pace = in_words(this_machine(resolve_device(cfg.device), torch.get_num_threads()))
+    progress = ProtocolProgress(cfg.protocol, cfg.num_epoch, functools.partial(protocol_state, ProtocolLayout(cfg.outdir), jobs, cfg.num_epoch), pace)
     numbered = {job: f"[{cfg.protocol}] run {i}/{len(jobs)}: {job[0]}, seed {job[1]}" for i, job in enumerate(jobs, start=1)}
     try:
         pending = jobs

@@ -1,10 +1,12 @@
 """Where a long comparison stands: runs and epochs done out of the total, elapsed time, estimated time left.
 
 The estimate multiplies each run's remaining epochs by the measured median epoch time (training +
-validation) of its variant; a variant with no measured epoch yet borrows the median of all measured epochs,
-and the line says the estimate is rough until every variant has one. The median, not the mean: a protocol
-that runs for a day shares its machine, and an epoch that spanned a pause (SIGSTOP) or a benchmark beside
-it would drag a mean for the rest of the run.
+validation) of its variant at this worker's pace: the same machine and thread count, as the run records say
+(a protocol moves between machines and thread counts, and one thread is markedly slower per epoch than two). A
+variant not yet measured at this pace borrows its epochs at any pace, else the median of all epochs measured at
+this pace (else anywhere), and the line says the estimate is rough. The median, not the mean: a protocol that
+runs for a day shares its machine, and an epoch that spanned a pause (SIGSTOP) or a benchmark beside it would
+drag a mean for the rest of the run.
 
 Several workers can share a protocol (two compare.py processes, each with fewer threads), so the line re-reads
 where every run stands from disk after each epoch: it counts the other workers' epochs too, and divides the work
@@ -24,11 +26,12 @@ def duration(seconds):
 
 class ProtocolProgress:
     """`state()` says where the protocol stands now (compare.protocol_state reads it from disk): (done, epoch_seconds,
-    workers): `done` maps each (variant, seed) job to its finished epochs, `epoch_seconds` a variant to the measured
-    times of its finished epochs, `workers` how many workers hold a run of the protocol."""
+    workers): `done` maps each (variant, seed) job to its finished epochs, `epoch_seconds` a variant to {pace: the
+    measured times of its finished epochs at that pace}, `workers` how many workers hold a run of the protocol.
+    `pace` is this worker's (machine.in_words of its machine and threads)."""
 
-    def __init__(self, protocol, num_epoch, state):
-        self.protocol, self.num_epoch, self.state = protocol, num_epoch, state
+    def __init__(self, protocol, num_epoch, state, pace=None):
+        self.protocol, self.num_epoch, self.state, self.pace = protocol, num_epoch, state, pace
         self._read()
         self.start = time.perf_counter()
         total = len(self.done) * num_epoch
@@ -38,7 +41,7 @@ class ProtocolProgress:
     def _read(self):
         done, epoch_seconds, workers = self.state()
         self.done = dict(done)
-        self.epoch_seconds = {variant: list(times) for variant, times in epoch_seconds.items()}
+        self.epoch_seconds = {variant: {pace: list(times) for pace, times in by_pace.items()} for variant, by_pace in epoch_seconds.items()}
         self.workers = max(1, workers)
 
     def epochs_done(self):
@@ -50,14 +53,16 @@ class ProtocolProgress:
     def eta_seconds(self):
         """(seconds left, rough?) or (None, True) before any epoch was measured; rough also with several workers
         (they do not all finish together)."""
-        measured = [t for times in self.epoch_seconds.values() for t in times]
-        if not measured:
+        paces = list(self.epoch_seconds.values())
+        everywhere = [t for by_pace in paces for times in by_pace.values() for t in times]
+        if not everywhere:
             return None, True
-        fallback = statistics.median(measured)
+        fallback = statistics.median([t for by_pace in paces for t in by_pace.get(self.pace, [])] or everywhere)
         left, rough = 0.0, False
         for (variant, _), epochs in self.done.items():
-            times = self.epoch_seconds.get(variant)
-            rough |= not times and epochs < self.num_epoch
+            by_pace = self.epoch_seconds.get(variant, {})
+            times = by_pace.get(self.pace) or [t for times in by_pace.values() for t in times]
+            rough |= not by_pace.get(self.pace) and epochs < self.num_epoch
             left += (self.num_epoch - epochs) * (statistics.median(times) if times else fallback)
         return left / self.workers, rough or self.workers > 1
 
