@@ -2,6 +2,7 @@
 import json
 import multiprocessing as mp
 import os
+import runpy
 import socket
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import time
 
 import cloudpickle
 import pytest
-from conftest import ROOT
+from conftest import ROOT, write_config
 from test_compare_and_offsets import tiny_compare_config
 
 from utils.experiments import compare as compare_mod
@@ -74,6 +75,48 @@ def test_the_progress_line_sees_every_workers_epochs_and_counts_live_workers(tmp
     other.lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": "now", "token": "live"}))
     assert compare_mod.protocol_state(layout, jobs, 4)[2] == 2
     mine.release()
+
+
+def test_status_says_where_the_queue_stands_at_the_pace_of_the_workers_now_training(tmp_path, capsys):
+    """compare.py --status, from the files alone: the pace is the one the held run's record names (a worker with one
+    thread), not the shell's; a variant measured only at another pace borrows it, one never measured takes the
+    median at this pace."""
+    cfg = tiny_compare_config(tmp_path)  # Conv2d, DeformConv2d, DeformConv2dv2 x seeds 0, 1; 2 epochs each
+    layout = ProtocolLayout(cfg.outdir)
+
+    def partial(variant, threads, seconds):
+        run = layout.run(variant, 0)
+        host = {"cpu": "Xeon", "cpu_isa": "avx512", "cpus": 2, "torch_threads": threads, "device": "cpu"}
+        run.write_record(variant=variant, seed=0, num_epoch=2, epochs_done=1, trained=False, settings={},
+                         segments=[{"epochs": [1, 1], "host": host}])
+        run.history_json.parent.mkdir(parents=True)
+        run.history_json.write_text(json.dumps([{"epoch": 1, "train_seconds": seconds - 10.0, "val_seconds": 10.0}]))
+        return run
+
+    held = RunLock(partial("Conv2d", 1, 100.0).lock).acquire()
+    partial("DeformConv2d", 2, 200.0)  # stopped: nobody holds it
+    compare_mod.status(cfg)
+    out = capsys.readouterr().out.splitlines()
+    held.release()
+    # Conv2d 3 epochs x 100 s (its own pace), DeformConv2d 3 x 200 s (borrowed), DeformConv2dv2 4 x 100 s (median here).
+    assert out[0] == ("[tiny] 0 of 6 runs trained, 2 in progress, 4 not started; 1 held by a worker now. Left: ~21m40s with "
+                      "1 worker at the pace of Xeon (2 CPUs, avx512, 1 torch threads)")
+    assert out[1:3] == ["  Conv2d seed 0: 1/2 epochs (a worker has it)", "  DeformConv2d seed 0: 1/2 epochs"]
+    assert out[3:] == ["  Conv2d: 3 epochs to go; 1.7 min per epoch, the median of 1 measured at this pace",
+                       "  DeformConv2d: 3 epochs to go; 3.3 min per epoch, the median of 1 measured at other paces (none at this one yet)",
+                       "  DeformConv2dv2: 4 epochs to go; no epoch measured yet"]
+
+
+def test_compare_script_status_flag_reads_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    raw = {"protocol": "tiny", "outdir": str(tmp_path / "cmp"), "seeds": [0, 1], "conv_ch": [4, 8], "num_epoch": 2,
+           "data_dir": str(tmp_path / "data"), "download": False, "device": "cpu"}
+    monkeypatch.setattr(sys, "argv", ["compare.py", "--config", write_config(tmp_path / "c.json", raw), "--status"])
+    runpy.run_path(str(ROOT / "compare.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert out.startswith("[tiny] 0 of 6 runs trained, 0 in progress, 6 not started; 0 held by a worker now. "
+                          "Left: unknown until an epoch is measured with 1 worker at the pace of ")
+    assert "  DeformConv2dv2: 4 epochs to go; no epoch measured yet" in out
+    assert not (tmp_path / "cmp").exists() and not (tmp_path / "data").exists()
 
 
 def test_release_never_removes_a_lock_another_worker_took_over(tmp_path):

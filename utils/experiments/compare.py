@@ -7,6 +7,7 @@ missing. The numbers are computed in report.py, the figures drawn in figures.py.
 import dataclasses
 import functools
 import json
+import statistics
 
 import torch
 
@@ -17,7 +18,7 @@ from utils.engine.testing import run_test
 from utils.engine.train import train
 from utils.experiments.cluster import submit_all
 from utils.experiments.figures import plot_comparison_accuracy, plot_comparison_curves, plot_comparison_per_class, plot_controls, plot_robustness
-from utils.experiments.progress import ProtocolProgress
+from utils.experiments.progress import ProtocolProgress, duration, epoch_pace, time_left
 from utils.experiments.report import control_differences, render, summarize
 from utils.plumbing.config import TestConfig, TrainConfig
 from utils.plumbing.errors import UserError
@@ -117,6 +118,35 @@ def protocol_state(layout, jobs, num_epoch):
             for h in history:
                 measured.setdefault(name, {}).setdefault(pace.get(h["epoch"]), []).append(h["train_seconds"] + h["val_seconds"])
     return done, measured, workers
+
+
+def status(cfg):
+    """Where the protocol stands, read from disk (compare.py --status; trains nothing): runs trained, in progress and
+    not started, and the time left at the pace of the workers now training (the machine and threads their runs'
+    records name last), else at this process's pace."""
+    layout, jobs = ProtocolLayout(cfg.outdir), cfg.jobs()
+    done, measured, workers = protocol_state(layout, jobs, cfg.num_epoch)
+    held = [job for job in jobs if is_held(layout.run(*job).lock)]
+    paces = [in_words(segments[-1]["host"]) for segments in ((layout.run(*job).read_record() or {}).get("segments", []) for job in held)
+             if segments and "host" in segments[-1]]
+    pace = max(set(paces), key=paces.count) if paces else in_words(this_machine(resolve_device(cfg.device), torch.get_num_threads()))
+    left, rough = time_left(done, measured, cfg.num_epoch, pace, workers)
+    partial = [job for job in jobs if 0 < done[job] < cfg.num_epoch]
+    trained = sum(done[job] >= cfg.num_epoch for job in jobs)
+    eta = "unknown until an epoch is measured" if left is None else ("~" if rough else "") + duration(left)
+    lines = [f"[{cfg.protocol}] {trained} of {len(jobs)} runs trained, {len(partial)} in progress, "
+             f"{len(jobs) - trained - len(partial)} not started; {len(held)} held by a worker now. "
+             f"Left: {eta} with {max(1, workers)} worker{'s' * (workers > 1)} at the pace of {pace}"]
+    lines += [f"  {name} seed {seed}: {done[(name, seed)]}/{cfg.num_epoch} epochs{' (a worker has it)' * ((name, seed) in held)}"
+              for name, seed in partial]
+    for name in dict.fromkeys(name for name, _ in jobs):
+        to_go = sum(cfg.num_epoch - done[job] for job in jobs if job[0] == name)
+        if to_go:
+            times, borrowed = epoch_pace(measured.get(name, {}), pace)
+            at = (f"{statistics.median(times) / 60:.1f} min per epoch, the median of {len(times)} measured "
+                  f"{'at other paces (none at this one yet)' if borrowed else 'at this pace'}") if times else "no epoch measured yet"
+            lines.append(f"  {name}: {to_go} epochs to go; {at}")
+    print("\n".join(lines), flush=True)
 
 
 def run_all(cfg):

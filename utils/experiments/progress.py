@@ -24,6 +24,32 @@ def duration(seconds):
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
+def epoch_pace(by_pace, pace):
+    """A variant's epoch times to estimate with, from {pace: times}: those measured at `pace`, else at any pace;
+    and whether they were borrowed from another pace."""
+    if by_pace.get(pace):
+        return by_pace[pace], False
+    return [t for times in by_pace.values() for t in times], True
+
+
+def time_left(done, epoch_seconds, num_epoch, pace, workers):
+    """(seconds left, rough?) for the jobs in `done` ({job: epochs finished}), from `epoch_seconds` ({variant: {pace:
+    times}}) at `pace`, shared by `workers`; (None, True) before any epoch was measured. Rough when a variant borrows
+    another pace's epochs or has none, and with several workers (they do not all finish together)."""
+    paces = list(epoch_seconds.values())
+    everywhere = [t for by_pace in paces for times in by_pace.values() for t in times]
+    if not everywhere:
+        return None, True
+    fallback = statistics.median([t for by_pace in paces for t in by_pace.get(pace, [])] or everywhere)
+    left, rough = 0.0, False
+    for (variant, _), epochs in done.items():
+        times, borrowed = epoch_pace(epoch_seconds.get(variant, {}), pace)
+        rough |= borrowed and epochs < num_epoch
+        left += (num_epoch - epochs) * (statistics.median(times) if times else fallback)
+    workers = max(1, workers)
+    return left / workers, rough or workers > 1
+
+
 class ProtocolProgress:
     """`state()` says where the protocol stands now (compare.protocol_state reads it from disk): (done, epoch_seconds,
     workers): `done` maps each (variant, seed) job to its finished epochs, `epoch_seconds` a variant to {pace: the
@@ -51,20 +77,8 @@ class ProtocolProgress:
         return sum(e >= self.num_epoch for e in self.done.values())
 
     def eta_seconds(self):
-        """(seconds left, rough?) or (None, True) before any epoch was measured; rough also with several workers
-        (they do not all finish together)."""
-        paces = list(self.epoch_seconds.values())
-        everywhere = [t for by_pace in paces for times in by_pace.values() for t in times]
-        if not everywhere:
-            return None, True
-        fallback = statistics.median([t for by_pace in paces for t in by_pace.get(self.pace, [])] or everywhere)
-        left, rough = 0.0, False
-        for (variant, _), epochs in self.done.items():
-            by_pace = self.epoch_seconds.get(variant, {})
-            times = by_pace.get(self.pace) or [t for times in by_pace.values() for t in times]
-            rough |= not by_pace.get(self.pace) and epochs < self.num_epoch
-            left += (self.num_epoch - epochs) * (statistics.median(times) if times else fallback)
-        return left / self.workers, rough or self.workers > 1
+        """(seconds left, rough?): time_left at this worker's pace."""
+        return time_left(self.done, self.epoch_seconds, self.num_epoch, self.pace, self.workers)
 
     def line(self, variant, seed):
         left, rough = self.eta_seconds()
