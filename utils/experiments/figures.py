@@ -80,7 +80,8 @@ def plot_controls(differences, path, protocol):
         return False
     bases = list(dict.fromkeys(d["model"] for d in differences))
     controls = list(dict.fromkeys(d["control"] for d in differences))
-    fig, axes = plt.subplots(1, len(bases), figsize=(3.6 * len(bases) + 1.6, 0.7 * len(controls) + 1.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(bases), figsize=(3.6 * len(bases) + 1.6, 0.7 * len(controls) + 1.6), sharey=True, squeeze=False,
+                             layout="constrained")  # constrained: the title clears the panel titles
     for ax, base in zip(axes[0], bases):
         for y, control in enumerate(controls):
             d = next(d for d in differences if d["control"] == control and d["model"] == base)
@@ -90,11 +91,14 @@ def plot_controls(differences, path, protocol):
         ax.axvline(0, color="black", lw=0.8)
         ax.set_title(f"control − {base}", fontsize=10)
         ax.set_xlabel("test accuracy points")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # few ticks: a panel of small differences stays legible
+        ax.margins(x=0.15)
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(controls)), controls)
     axes[0][0].set_ylim(len(controls) - 0.5, -0.6)  # the first control on top, room for its label
     seeds = sorted({d["seeds"] for d in differences})
-    fig.suptitle(f"Controls against the models, paired over {'–'.join(map(str, seeds))} shared seeds (95 % CI) [{protocol}]", fontsize=11)
+    fig.suptitle(f"Controls against the models, paired over {'–'.join(map(str, seeds))} shared seed{'s' * (seeds != [1])} (95 % CI) [{protocol}]",
+                 fontsize=11)
     save_figure(fig, path)
     return True
 
