@@ -95,14 +95,17 @@ def test_status_says_where_the_queue_stands_at_the_pace_of_the_workers_now_train
 
     held = RunLock(partial("Conv2d", 1, 100.0).lock).acquire()
     partial("DeformConv2d", 2, 200.0)  # stopped: nobody holds it
+    just_taken = RunLock(layout.run("DeformConv2dv2", 1).lock).acquire()  # a worker started it: in progress at epoch 0
     compare_mod.status(cfg)
     out = capsys.readouterr().out.splitlines()
     held.release()
+    just_taken.release()
     # Conv2d 3 epochs x 100 s (its own pace), DeformConv2d 3 x 200 s (borrowed), DeformConv2dv2 4 x 100 s (median here).
-    assert out[0] == ("[tiny] 0 of 6 runs trained, 2 in progress, 4 not started; 1 held by a worker now. Left: ~21m40s with "
-                      "1 worker at the pace of Xeon (2 CPUs, avx512, 1 torch threads)")
-    assert out[1:3] == ["  Conv2d seed 0: 1/2 epochs (a worker has it)", "  DeformConv2d seed 0: 1/2 epochs"]
-    assert out[3:] == ["  Conv2d: 3 epochs to go; 1.7 min per epoch, the median of 1 measured at this pace",
+    assert out[0] == ("[tiny] 0 of 6 runs trained, 3 in progress, 3 not started; 2 held by a worker now. Left: ~10m50s with "
+                      "2 workers at the pace of Xeon (2 CPUs, avx512, 1 torch threads)")
+    assert out[1:4] == ["  Conv2d seed 0: 1/2 epochs (a worker has it)", "  DeformConv2d seed 0: 1/2 epochs",
+                        "  DeformConv2dv2 seed 1: 0/2 epochs (a worker has it)"]
+    assert out[4:] == ["  Conv2d: 3 epochs to go; 1.7 min per epoch, the median of 1 measured at this pace",
                        "  DeformConv2d: 3 epochs to go; 3.3 min per epoch, the median of 1 measured at other paces (none at this one yet)",
                        "  DeformConv2dv2: 4 epochs to go; no epoch measured yet"]
 

@@ -131,7 +131,7 @@ def status(cfg):
              if segments and "host" in segments[-1]]
     pace = max(set(paces), key=paces.count) if paces else in_words(this_machine(resolve_device(cfg.device), torch.get_num_threads()))
     left, rough = time_left(done, measured, cfg.num_epoch, pace, workers)
-    partial = [job for job in jobs if 0 < done[job] < cfg.num_epoch]
+    partial = [job for job in jobs if done[job] < cfg.num_epoch and (done[job] > 0 or job in held)]  # a held run may be at epoch 0
     trained = sum(done[job] >= cfg.num_epoch for job in jobs)
     eta = "unknown until an epoch is measured" if left is None else ("~" if rough else "") + duration(left)
     lines = [f"[{cfg.protocol}] {trained} of {len(jobs)} runs trained, {len(partial)} in progress, "
