@@ -18,7 +18,7 @@ from utils.engine.testing import run_test
 from utils.engine.train import train
 from utils.experiments.cluster import submit_all
 from utils.experiments.figures import plot_comparison_accuracy, plot_comparison_curves, plot_comparison_per_class, plot_controls, plot_robustness
-from utils.experiments.progress import ProtocolProgress, duration, epoch_pace, time_left
+from utils.experiments.progress import ProtocolProgress, epoch_pace, eta_text, time_left
 from utils.experiments.report import control_differences, render, summarize
 from utils.plumbing.config import TestConfig, TrainConfig
 from utils.plumbing.errors import UserError
@@ -99,6 +99,12 @@ def cluster_job(cfg, name, seed):
     run_one(cfg, name, seed, wait=True)
 
 
+def this_pace(cfg):
+    """This process's pace as its training segments will record it (machine and threads in words), so that an
+    estimate takes the epochs timed like its own."""
+    return in_words(this_machine(resolve_device(cfg.device), torch.get_num_threads()))
+
+
 def protocol_state(layout, jobs, num_epoch):
     """Where the protocol stands on disk, every worker's runs included: (epochs done per job, measured epoch
     seconds per variant and pace, workers holding a run now). A pace is the machine and thread count in words
@@ -129,11 +135,10 @@ def status(cfg):
     held = [job for job in jobs if is_held(layout.run(*job).lock)]
     paces = [in_words(segments[-1]["host"]) for segments in ((layout.run(*job).read_record() or {}).get("segments", []) for job in held)
              if segments and "host" in segments[-1]]
-    pace = max(set(paces), key=paces.count) if paces else in_words(this_machine(resolve_device(cfg.device), torch.get_num_threads()))
-    left, rough = time_left(done, measured, cfg.num_epoch, pace, workers)
+    pace = max(set(paces), key=paces.count) if paces else this_pace(cfg)
+    eta = eta_text(*time_left(done, measured, cfg.num_epoch, pace, workers))
     partial = [job for job in jobs if done[job] < cfg.num_epoch and (done[job] > 0 or job in held)]  # a held run may be at epoch 0
     trained = sum(done[job] >= cfg.num_epoch for job in jobs)
-    eta = "unknown until an epoch is measured" if left is None else ("~" if rough else "") + duration(left)
     lines = [f"[{cfg.protocol}] {trained} of {len(jobs)} runs trained, {len(partial)} in progress, "
              f"{len(jobs) - trained - len(partial)} not started; {len(held)} held by a worker now. "
              f"Left: {eta} with {max(1, workers)} worker{'s' * (workers > 1)} at the pace of {pace}"]
@@ -153,9 +158,8 @@ def run_all(cfg):
     """Every run in this process, one after another. A run another worker holds (a second compare.py, a cluster
     job) is passed over at first and waited for at the end, so two workers share a protocol without doubling it."""
     jobs = cfg.jobs()
-    # This worker's pace as its training segments will record it, so that the estimate takes epochs timed like its own.
-    pace = in_words(this_machine(resolve_device(cfg.device), torch.get_num_threads()))
-    progress = ProtocolProgress(cfg.protocol, cfg.num_epoch, functools.partial(protocol_state, ProtocolLayout(cfg.outdir), jobs, cfg.num_epoch), pace)
+    progress = ProtocolProgress(cfg.protocol, cfg.num_epoch, functools.partial(protocol_state, ProtocolLayout(cfg.outdir), jobs, cfg.num_epoch),
+                                this_pace(cfg))
     numbered = {job: f"[{cfg.protocol}] run {i}/{len(jobs)}: {job[0]}, seed {job[1]}" for i, job in enumerate(jobs, start=1)}
     try:
         pending = jobs

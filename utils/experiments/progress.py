@@ -50,6 +50,11 @@ def time_left(done, epoch_seconds, num_epoch, pace, workers):
     return left / workers, rough or workers > 1
 
 
+def eta_text(left, rough):
+    """time_left's answer in words: '~' marks a rough estimate."""
+    return "unknown until an epoch is measured" if left is None else ("~" if rough else "") + duration(left)
+
+
 class ProtocolProgress:
     """`state()` says where the protocol stands now (compare.protocol_state reads it from disk): (done, epoch_seconds,
     workers): `done` maps each (variant, seed) job to its finished epochs, `epoch_seconds` a variant to {pace: the
@@ -81,8 +86,7 @@ class ProtocolProgress:
         return time_left(self.done, self.epoch_seconds, self.num_epoch, self.pace, self.workers)
 
     def line(self, variant, seed):
-        left, rough = self.eta_seconds()
-        eta = "unknown until an epoch is measured" if left is None else ("~" if rough else "") + duration(left)
+        eta = eta_text(*self.eta_seconds())
         if self.workers > 1:
             eta += f" ({self.workers} workers)"
         return (f"[{self.protocol}] {variant} seed {seed} epoch {self.done[(variant, seed)]}/{self.num_epoch} | "
