@@ -57,6 +57,24 @@ def test_aggregation_math_and_significance():
     assert not by_pair[("Conv2d", "DeformConv2dv2")]["significant"]  # overlapping seeds
 
 
+def test_a_pair_with_one_shared_seed_is_untested_and_outside_holms_family(tmp_path):
+    # A control with one finished seed (a queue half way): its pairs have no test, so "larger than the spread?" must not
+    # read "no", and Holm's correction of the tested pairs must not count them (it would inflate their p).
+    runs = {"Conv2d": [fake_run(s, a, [0.5]) for s, a in enumerate((0.50, 0.52, 0.51))],
+            "DeformConv2d": [fake_run(s, a, [0.5]) for s, a in enumerate((0.60, 0.61, 0.63))],
+            "Conv2d-params": [fake_run(0, 0.70, [0.5])]}
+    rows, pairs, per_run = summarize(runs)
+    by_pair = {(p["a"], p["b"]): p for p in pairs}
+    tested = by_pair[("Conv2d", "DeformConv2d")]
+    assert tested["p_paired_holm"] == pytest.approx(tested["p_paired"]) and tested["significant"]  # a family of one
+    assert by_pair[("Conv2d", "Conv2d-params")]["significant"] is None
+    cfg = parse_config({"protocol": "tiny", "outdir": str(tmp_path), "models": list(runs), "seeds": [0, 1, 2]}, CompareConfig, "test")
+    md = render(cfg, rows, pairs, per_run, "")
+    assert "a single pair tested, so Holm changes nothing (2 with one shared seed: untested)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| Conv2d − Conv2d-params | -0.1900 |"))
+    assert row.endswith("| untested (1 seed) |")
+
+
 def test_each_control_is_set_against_each_model_of_the_question_with_the_right_sign(tmp_path, monkeypatch):
     # Variants in the order the config names them: a control may come before or after the model it is set against,
     # so its pair is stored either way round; the table always reads control − model.

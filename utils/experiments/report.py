@@ -11,6 +11,8 @@ from utils.engine.robustness import COPIES
 from utils.experiments.stats import ALPHA, holm, mean_ci, paired, welch
 from utils.plumbing.machine import in_words
 
+SPREAD = {True: "yes", False: "no", None: "untested (1 seed)"}  # a pair's "larger than the spread?"
+
 
 def shared_images(runs):
     """The copies (clean and transformed) that every run of every variant measured on byte-identical images.
@@ -125,7 +127,7 @@ def summarize(runs):
                       "paired_seeds": len(common), "p_paired": paired(pa, pb), "p_welch": welch(a["test_accuracies"], b["test_accuracies"])})
     for pair, adjusted in zip(pairs, holm([p["p_paired"] for p in pairs])):
         pair["p_paired_holm"] = adjusted
-        pair["significant"] = bool(adjusted < ALPHA) if not math.isnan(adjusted) else False
+        pair["significant"] = None if math.isnan(adjusted) else bool(adjusted < ALPHA)  # None: one shared seed, not tested
     _robustness_pairs(rows, pairs)
     return rows, pairs, per_run
 
@@ -213,12 +215,14 @@ def render(cfg, rows, pairs, per_run, environment):
                      f"{r['best_val_accuracy']:.4f} ({r['best_val_epoch']}) | "
                      f"{r['training_minutes']:.0f} min | {r['segments']} | {r['train_seconds_per_epoch']:.0f} / {r['train_seconds_fastest_epoch']:.0f} | "
                      f"{'; '.join(r['hosts']) or 'n/a'} |")
-    holm = f"Holm-corrected over the {len(pairs)} pairs" if len(pairs) > 1 else "a single pair, so Holm changes nothing"
+    tested = sum(p["significant"] is not None for p in pairs)  # a pair with one shared seed has no test, and no place in Holm's family
+    holm = (f"Holm-corrected over the {tested} pairs tested" if tested > 1 else "a single pair tested, so Holm changes nothing") + (
+        f" ({len(pairs) - tested} with one shared seed: untested)" if tested < len(pairs) else "")
     lines += ["", f"Is a difference larger than the seed-to-seed spread? Two-sided paired t-test on the per-seed test accuracies "
               f"(a seed fixes the split and the batch order, shared by every variant), "
               f"{holm}, "
               f"α = {ALPHA}; Welch's unpaired test for reference. With {'–'.join(map(str, counts))} seeds only large differences are detectable.", "",
-              "The difference of the means; then the mean of the per-seed differences on the seeds both have, with its 95 % CI "
+              "The difference of the means (each over its own seeds); then the mean of the per-seed differences on the seeds both have, with its 95 % CI "
               "(t-based): what a 'no' still allows." + (" *As trained*: the difference of the as-trained means." if precise else ""), "",
               f"| A − B | difference | paired difference (95 % CI) |{' as trained |' if precise else ''} seeds paired | p (paired) | "
               "p (paired, Holm) | p (Welch) | larger than the spread? |",
@@ -228,7 +232,7 @@ def render(cfg, rows, pairs, per_run, environment):
                     f"{p['paired_difference'] + p['paired_difference_ci95']:+.4f})" if not math.isnan(p["paired_difference_ci95"]) else "n/a")
         trained = f" {p['difference_as_trained']:+.4f} |" if precise else ""
         lines.append(f"| {p['a']} − {p['b']} | {p['difference']:+.4f} | {interval} |{trained} {p['paired_seeds']} | {_fmt(p['p_paired'], '.3f')} | "
-                     f"{_fmt(p['p_paired_holm'], '.3f')} | {_fmt(p['p_welch'], '.3f')} | {'yes' if p['significant'] else 'no'} |")
+                     f"{_fmt(p['p_paired_holm'], '.3f')} | {_fmt(p['p_welch'], '.3f')} | {SPREAD[p['significant']]} |")
     lines += _controls_table(rows, pairs)
     robust = [r for r in rows if r["robustness"]]
     if robust:
