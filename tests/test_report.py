@@ -57,7 +57,7 @@ def test_aggregation_math_and_significance():
     assert not by_pair[("Conv2d", "DeformConv2dv2")]["significant"]  # overlapping seeds
 
 
-def test_a_pair_with_one_shared_seed_is_untested_and_outside_holms_family(tmp_path):
+def test_a_pair_with_one_shared_seed_is_untested_and_outside_holms_family(tmp_path, monkeypatch):
     # A control with one finished seed (a queue half way): its pairs have no test, so "larger than the spread?" must not
     # read "no", and Holm's correction of the tested pairs must not count them (it would inflate their p).
     runs = {"Conv2d": [fake_run(s, a, [0.5]) for s, a in enumerate((0.50, 0.52, 0.51))],
@@ -73,6 +73,10 @@ def test_a_pair_with_one_shared_seed_is_untested_and_outside_holms_family(tmp_pa
     assert "a single pair tested, so Holm changes nothing (2 with one shared seed: untested)" in md
     row = next(line for line in md.splitlines() if line.startswith("| Conv2d − Conv2d-params | -0.1900 |"))
     assert row.endswith("| untested (1 seed) |")
+    figs = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: figs.append(fig))
+    assert figures.plot_controls(control_differences(rows, pairs), tmp_path / "c.png", "tiny")
+    assert "1 shared seed (no CI with 1 seed)" in figs[0]._suptitle.get_text()  # a lone point has no interval to claim
 
 
 def test_each_control_is_set_against_each_model_of_the_question_with_the_right_sign(tmp_path, monkeypatch):

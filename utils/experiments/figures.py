@@ -97,7 +97,8 @@ def plot_controls(differences, path, protocol):
     axes[0][0].set_yticks(range(len(controls)), controls)
     axes[0][0].set_ylim(len(controls) - 0.5, -0.6)  # the first control on top, room for its label
     seeds = sorted({d["seeds"] for d in differences})
-    fig.suptitle(f"Controls against the models, paired over {'–'.join(map(str, seeds))} shared seed{'s' * (seeds != [1])} (95 % CI) [{protocol}]",
+    interval = "no CI with 1 seed" if seeds == [1] else "95 % CI; none where 1 seed" if 1 in seeds else "95 % CI"  # a lone point is no estimate
+    fig.suptitle(f"Controls against the models, paired over {'–'.join(map(str, seeds))} shared seed{'s' * (seeds != [1])} ({interval}) [{protocol}]",
                  fontsize=11)
     save_figure(fig, path)
     return True
