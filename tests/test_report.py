@@ -77,6 +77,12 @@ def test_a_pair_with_one_shared_seed_is_untested_and_outside_holms_family(tmp_pa
     monkeypatch.setattr(figures, "save_figure", lambda fig, path: figs.append(fig))
     assert figures.plot_controls(control_differences(rows, pairs), tmp_path / "c.png", "tiny")
     assert "1 shared seed (no CI with 1 seed)" in figs[0]._suptitle.get_text()  # a lone point has no interval to claim
+    assert not any(bars.has_xerr for ax in figs[0].axes for bars in ax.containers)  # and no zero-width bar that reads as certainty
+    figs.clear()
+    figures.plot_comparison_accuracy(rows, tmp_path / "a.png", "tiny")
+    ticks = [t.get_text() for t in figs[0].axes[0].get_xticklabels()]
+    assert ticks == ["Conv2d", "DeformConv2d", "Conv2d-params\n(1 seed: no CI)"]
+    assert [c.errorbar is not None for c in figs[0].axes[0].containers if hasattr(c, "errorbar")] == [True, True, False]
 
 
 def test_each_control_is_set_against_each_model_of_the_question_with_the_right_sign(tmp_path, monkeypatch):

@@ -49,7 +49,8 @@ def plot_comparison_accuracy(rows, path, protocol):
     cis = [0 if np.isnan(r["test_accuracy_ci95"]) else r["test_accuracy_ci95"] for r in rows]
     precise = any("precise" in r.get("bn_statistics", []) for r in rows)
     for i, (r, ci) in enumerate(zip(rows, cis)):
-        ax.bar(i, r["test_accuracy_mean"], yerr=ci, color=_color(r["model"]), alpha=0.6, capsize=6)
+        # No error bar for a lone seed: a zero-width one would read as certainty.
+        ax.bar(i, r["test_accuracy_mean"], yerr=None if np.isnan(r["test_accuracy_ci95"]) else ci, color=_color(r["model"]), alpha=0.6, capsize=6)
         ax.scatter([i] * len(r["test_accuracies"]), r["test_accuracies"], color="black", s=14, zorder=3)
         if precise:
             ax.scatter([i + 0.22] * len(r["test_accuracies_as_trained"]), r["test_accuracies_as_trained"], facecolors="none",
@@ -64,7 +65,8 @@ def plot_comparison_accuracy(rows, path, protocol):
     ends = [a for r in rows for a in r["test_accuracies"] + (r["test_accuracies_as_trained"] if precise else [])]
     ends += [r["test_accuracy_mean"] + sign * ci for r, ci in zip(rows, cis) for sign in (-1, 1)]
     ax.set_ylim(max(0, min(ends) - 0.08), min(1, max(ends) + 0.05))
-    ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=20 if len(rows) > 3 else 0, ha="right" if len(rows) > 3 else "center")
+    labels = [r["model"] + ("\n(1 seed: no CI)" if np.isnan(r["test_accuracy_ci95"]) else "") for r in rows]
+    ax.set_xticks(range(len(rows)), labels, rotation=20 if len(rows) > 3 else 0, ha="right" if len(rows) > 3 else "center")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"Test accuracy, mean ± 95 % CI over seeds [{protocol}]")
     ax.grid(axis="y", alpha=0.3)
@@ -85,8 +87,7 @@ def plot_controls(differences, path, protocol):
     for ax, base in zip(axes[0], bases):
         for y, control in enumerate(controls):
             d = next(d for d in differences if d["control"] == control and d["model"] == base)
-            ci = 0 if math.isnan(d["ci95"]) else d["ci95"]
-            ax.errorbar(d["points"], y, xerr=ci, fmt="o", color=_color(control), capsize=4)
+            ax.errorbar(d["points"], y, xerr=None if math.isnan(d["ci95"]) else d["ci95"], fmt="o", color=_color(control), capsize=4)
             ax.annotate(f"{d['points']:+.1f}", (d["points"], y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_title(f"control − {base}", fontsize=10)
