@@ -55,7 +55,8 @@ def plot_comparison_accuracy(rows, path, protocol):
         if precise:
             ax.scatter([i + 0.22] * len(r["test_accuracies_as_trained"]), r["test_accuracies_as_trained"], facecolors="none",
                        edgecolors="dimgray", s=14, zorder=3)
-        ax.text(i, r["test_accuracy_mean"] + ci + 0.005, f"{r['test_accuracy_mean']:.3f}", ha="center", fontsize=9)
+        lone = "\n1 seed, no CI" if np.isnan(r["test_accuracy_ci95"]) else ""
+        ax.text(i, r["test_accuracy_mean"] + ci + 0.005, f"{r['test_accuracy_mean']:.3f}{lone}", ha="center", fontsize=9)
     if precise:
         ax.legend(handles=[plt.Line2D([], [], ls="", marker="o", color="black", ms=4, label="a seed, precise BN (the bars)"),
                            plt.Line2D([], [], ls="", marker="o", mfc="none", mec="dimgray", ms=4, label="the same seed as trained")],
@@ -65,8 +66,7 @@ def plot_comparison_accuracy(rows, path, protocol):
     ends = [a for r in rows for a in r["test_accuracies"] + (r["test_accuracies_as_trained"] if precise else [])]
     ends += [r["test_accuracy_mean"] + sign * ci for r, ci in zip(rows, cis) for sign in (-1, 1)]
     ax.set_ylim(max(0, min(ends) - 0.08), min(1, max(ends) + 0.05))
-    labels = [r["model"] + ("\n(1 seed: no CI)" if np.isnan(r["test_accuracy_ci95"]) else "") for r in rows]
-    ax.set_xticks(range(len(rows)), labels, rotation=20 if len(rows) > 3 else 0, ha="right" if len(rows) > 3 else "center")
+    ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=20 if len(rows) > 3 else 0, ha="right" if len(rows) > 3 else "center")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"Test accuracy, mean ± 95 % CI over seeds [{protocol}]")
     ax.grid(axis="y", alpha=0.3)
