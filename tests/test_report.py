@@ -73,6 +73,8 @@ def test_a_pair_with_one_shared_seed_is_untested_and_outside_holms_family(tmp_pa
     assert "a single pair tested, so Holm changes nothing (2 with one shared seed: untested)" in md
     row = next(line for line in md.splitlines() if line.startswith("| Conv2d − Conv2d-params | -0.1900 |"))
     assert row.endswith("| untested (1 seed) |")
+    lone = {name: rs[:1] for name, rs in runs.items()}  # a protocol of one seed: nothing is tested at all
+    assert "no pair tested (3 with one shared seed: untested)" in render(cfg, *summarize(lone), "")
     figs = []
     monkeypatch.setattr(figures, "save_figure", lambda fig, path: figs.append(fig))
     assert figures.plot_controls(control_differences(rows, pairs), tmp_path / "c.png", "tiny")

@@ -216,7 +216,8 @@ def render(cfg, rows, pairs, per_run, environment):
                      f"{r['training_minutes']:.0f} min | {r['segments']} | {r['train_seconds_per_epoch']:.0f} / {r['train_seconds_fastest_epoch']:.0f} | "
                      f"{'; '.join(r['hosts']) or 'n/a'} |")
     tested = sum(p["significant"] is not None for p in pairs)  # a pair with one shared seed has no test, and no place in Holm's family
-    holm = (f"Holm-corrected over the {tested} pairs tested" if tested > 1 else "a single pair tested, so Holm changes nothing") + (
+    holm = (f"Holm-corrected over the {tested} pairs tested" if tested > 1 else "a single pair tested, so Holm changes nothing" if tested
+            else "no pair tested") + (
         f" ({len(pairs) - tested} with one shared seed: untested)" if tested < len(pairs) else "")
     lines += ["", f"Is a difference larger than the seed-to-seed spread? Two-sided paired t-test on the per-seed test accuracies "
               f"(a seed fixes the split and the batch order, shared by every variant), "
