@@ -49,14 +49,13 @@ def plot_comparison_accuracy(rows, path, protocol):
     cis = [0 if np.isnan(r["test_accuracy_ci95"]) else r["test_accuracy_ci95"] for r in rows]
     precise = any("precise" in r.get("bn_statistics", []) for r in rows)
     for i, (r, ci) in enumerate(zip(rows, cis)):
-        # No error bar for a lone seed: a zero-width one would read as certainty.
-        ax.bar(i, r["test_accuracy_mean"], yerr=None if np.isnan(r["test_accuracy_ci95"]) else ci, color=_color(r["model"]), alpha=0.6, capsize=6)
+        lone = bool(np.isnan(r["test_accuracy_ci95"]))  # one seed: no error bar, since a zero-width one would read as certainty
+        ax.bar(i, r["test_accuracy_mean"], yerr=None if lone else ci, color=_color(r["model"]), alpha=0.6, capsize=6)
         ax.scatter([i] * len(r["test_accuracies"]), r["test_accuracies"], color="black", s=14, zorder=3)
         if precise:
             ax.scatter([i + 0.22] * len(r["test_accuracies_as_trained"]), r["test_accuracies_as_trained"], facecolors="none",
                        edgecolors="dimgray", s=14, zorder=3)
-        lone = "\n1 seed, no CI" if np.isnan(r["test_accuracy_ci95"]) else ""
-        ax.text(i, r["test_accuracy_mean"] + ci + 0.005, f"{r['test_accuracy_mean']:.3f}{lone}", ha="center", fontsize=9)
+        ax.text(i, r["test_accuracy_mean"] + ci + 0.005, f"{r['test_accuracy_mean']:.3f}" + "\n1 seed, no CI" * lone, ha="center", fontsize=9)
     if precise:
         ax.legend(handles=[plt.Line2D([], [], ls="", marker="o", color="black", ms=4, label="a seed, precise BN (the bars)"),
                            plt.Line2D([], [], ls="", marker="o", mfc="none", mec="dimgray", ms=4, label="the same seed as trained")],
