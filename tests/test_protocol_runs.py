@@ -193,6 +193,7 @@ def test_model_seeds_are_checked(tmp_path, model_seeds, message):
 def test_keep_commits_finished_runs_and_the_checkpoint_in_progress(tmp_path, synthetic_data, monkeypatch):
     """keep.py: a finished run's small files (and never its checkpoints), a partial run's last.pth; once that run
     finishes, its checkpoint leaves the index. Only those paths are committed: other staged work stays staged."""
+    from utils.experiments import keep as keep_mod
     from utils.experiments.compare import train_config_for
     from utils.experiments.keep import git, keep
 
@@ -227,12 +228,30 @@ def test_keep_commits_finished_runs_and_the_checkpoint_in_progress(tmp_path, syn
     assert not any("Conv2d/seed_0/train/ckpt" in f for f in files) and "other.txt" not in files
     assert "other.txt" in git("diff", "--cached", "--name-only").stdout  # still staged, not committed
     log = git("log", "--format=%s").stdout.splitlines()
-    assert len(log) == 2 and "Conv2d-dilated seed 0 at epoch 1/2" in log[0] and "Conv2d seed 0 finished" in log[1]
+    assert len(log) == 3 and "Conv2d seed 0 finished" in log[2] and "Conv2d-dilated seed 0 at epoch 1/2" in log[1]
+    assert "report aggregated again over the 1 run finished so far (after Conv2d seed 0)" in log[0]
+    report = ProtocolLayout(cfg.outdir).file("comparison.json")
+
+    def committed_runs():
+        return [r["model"] for r in json.loads(git("show", f"HEAD:{report.relative_to(repo)}").stdout)["runs"]]
+
+    assert committed_runs() == ["Conv2d"]
 
     keep(cfg, checkpoints=True)  # nothing new: no commit
-    assert len(git("log", "--format=%s").stdout.splitlines()) == 2
+    assert len(git("log", "--format=%s").stdout.splitlines()) == 3
     compare(cfg)  # resumes and finishes Conv2d-dilated
-    keep(cfg, checkpoints=False)
+
+    def report_commit_fails(*args):
+        raise UserError("git commit failed: index.lock exists")
+
+    with monkeypatch.context() as m:  # the run's commit lands, the report's does not ...
+        m.setattr(keep_mod, "commit_report", report_commit_fails)
+        with pytest.raises(UserError):
+            keep(cfg, checkpoints=False)
     files = set(git("ls-tree", "-r", "--name-only", "HEAD").stdout.split())
     assert str(partial.last.relative_to(repo)) not in files and str(partial.weights.relative_to(repo)) in files
     assert partial.last.exists()  # dropped from git only
+    assert committed_runs() == ["Conv2d"]
+    keep(cfg, checkpoints=False)  # ... so the next round, with no run newly finished, still brings the report up to date
+    assert committed_runs() == ["Conv2d", "Conv2d-dilated"]
+    assert git("log", "-1", "--format=%s").stdout.strip().endswith("over the 2 runs finished so far")

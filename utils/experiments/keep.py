@@ -4,7 +4,8 @@
     python -m utils.experiments.keep --config config/compare_full.json --watch 120           (in the background)
 
 Each finished and tested run's small result files (RunLayout.result_files) are committed in a commit of their
-own, and a checkpoint it may have had in git is dropped from the index. Without --watch the latest checkpoint
+own, and a checkpoint it may have had in git is dropped from the index; then the protocol's report is aggregated
+again over every run finished so far and committed too, so the committed report always covers the committed runs. Without --watch the latest checkpoint
 of every run in progress is committed too (train/ckpt/last.pth, ~1 MB with the optimizer state, plus its record
 and history): a fresh clone's compare.py then resumes that run from the same epoch instead of from epoch 1.
 --watch only commits finished runs (every few minutes), so git does not collect a checkpoint per epoch.
@@ -12,6 +13,8 @@ and history): a fresh clone's compare.py then resumes that run from the same epo
 Only these paths are committed: what else is staged in the work tree stays staged (and out of these commits).
 """
 import argparse
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -59,20 +62,51 @@ def commit(adds, removes, message):
 def keep(cfg, checkpoints):
     """Commit what `cfg`'s protocol has finished and, with `checkpoints`, where its runs in progress stand."""
     layout = ProtocolLayout(cfg.outdir)
+    finished, tested = [], 0
     for name, seed in cfg.jobs():
         run = layout.run(name, seed)
         status = run_status(run, cfg.num_epoch)
         if status.state == "done" and status.tested and not run.lock.exists():  # locked: still writing its test files
+            tested += 1
             metrics = json.loads(run.metrics.read_text())
             accuracy = f"test accuracy {metrics['accuracy']:.4f}" + (f", as trained {metrics['as_trained']['accuracy']:.4f}"
                                                                      if metrics.get("bn_statistics") == "precise" else "")
             tested_again = git("ls-files", "--error-unmatch", str(run.weights), check=False).returncode == 0
             what = f"tested again ({accuracy})" if tested_again else f"finished ({cfg.num_epoch} epochs, {accuracy})"
-            commit(run.result_files(), [run.last], f"Protocol {cfg.protocol}: {name} seed {seed} {what}; keep its small result files")
+            if commit(run.result_files(), [run.last], f"Protocol {cfg.protocol}: {name} seed {seed} {what}; keep its small result files"):
+                finished.append(f"{name} seed {seed}")
         elif checkpoints and status.state == "partial" and run.last.exists():
             files = [f for f in (run.record, run.history_json, run.history_csv, run.loss_png, run.last) if f.exists()]
             commit(files, [], f"Protocol {cfg.protocol}: {name} seed {seed} at epoch {status.epochs_done}/{cfg.num_epoch}; keep its latest "
                           f"checkpoint so that a new machine resumes it there")
+    if finished or report_is_stale(layout, tested):
+        commit_report(cfg, layout, finished)
+
+
+def report_is_stale(layout, tested):
+    """Whether the report should be aggregated again although no run finished in this round: it counts another
+    number of runs than have finished and been tested (a report commit that failed, a session that stopped before
+    it), or its files differ from git's."""
+    if not tested:
+        return False  # nothing to aggregate yet
+    try:
+        runs = len(json.loads(layout.file("comparison.json").read_text())["runs"])
+    except (OSError, ValueError, KeyError):
+        return True
+    return runs != tested or bool(git("status", "--porcelain", "--", str(layout.file("comparison*"))).stdout.strip())
+
+
+def commit_report(cfg, layout, finished):
+    """Aggregate `cfg`'s protocol over every run finished so far (compare.py with aggregate_only: no data, no
+    training) and commit the report; a figure the new report no longer draws leaves git."""
+    from utils.experiments.compare import aggregate  # torch and matplotlib load here, only when needed
+
+    with contextlib.redirect_stdout(io.StringIO()):  # aggregate prints the whole report: not for a log
+        rows, _ = aggregate(cfg)
+    tracked = git("ls-files", "--", str(layout.file("comparison*"))).stdout.split()
+    runs, after = sum(r["seeds"] for r in rows), f" (after {', '.join(finished)})" if finished else ""
+    commit(layout.report_files(), [p for p in tracked if not Path(p).exists()],
+           f"Protocol {cfg.protocol}: report aggregated again over the {runs} run{'s' * (runs != 1)} finished so far{after}")
 
 
 def main(argv=None):

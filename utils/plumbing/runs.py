@@ -184,6 +184,10 @@ class ProtocolLayout:
         """comparison.md/.json/.csv and the comparison figures."""
         return self.root / name
 
+    def report_files(self):
+        """The comparison files an aggregation left (every name starts with "comparison")."""
+        return sorted(p for p in self.root.glob("comparison*") if p.is_file())
+
 
 def now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
