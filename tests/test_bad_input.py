@@ -173,3 +173,14 @@ def test_real_script_refuses_a_bad_config_before_torch_loads(tmp_path, script, k
     assert proc.stderr == f'error: {path}: "batch_size" must be a whole number >= 1, got 0\n'
     assert proc.stdout == "torch not imported\n"
     assert not (tmp_path / "run").exists()
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_without_a_traceback():
+    """`compare.py --status | head -1`: the reader is gone before the script writes; it exits quietly. Every script
+    runs its work in run_cli, which a small probe uses here (compare.py itself takes seconds to load torch)."""
+    probe = "from utils.plumbing.errors import run_cli; run_cli(lambda: print('a line of status', flush=True))"
+    proc = subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away at once: every write the script makes finds a broken pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) != 0
+    assert "Traceback" not in err and "Exception ignored" not in err, err

@@ -1,6 +1,7 @@
 """The exceptions the scripts turn into a one-line message and an exit status instead of a traceback, and the
 wrapper that does it."""
 import importlib
+import os
 import sys
 
 
@@ -26,7 +27,8 @@ def require(package, who):
 
 def run_cli(main):
     """Run main(); a UserError becomes 'error: ...' on stderr and a non-zero exit, never a traceback. A Ctrl-C
-    that reaches here came before any work was saved (training turns its own into an Interrupted)."""
+    that reaches here came before any work was saved (training turns its own into an Interrupted); output piped
+    into a reader that stopped early ends quietly."""
     try:
         main()
     except UserError as e:
@@ -35,3 +37,8 @@ def run_cli(main):
     except KeyboardInterrupt:
         print("error: interrupted before training started; nothing was written", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        # The reader went away (`compare.py --status | head -1`): nothing to say. Python's documented recipe: point
+        # stdout at devnull, or the flush at exit raises again and prints "Exception ignored".
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
