@@ -49,3 +49,30 @@ def test_the_readme_answer_is_the_committed_report():
         assert cells[2] == f"± {row['test_accuracy_ci95']:.4f}", line
         assert cells[3] == f"{row['parameters']:,}", line
         assert cells[4] == f"{row['test_accuracy_as_trained_mean']:.4f} ± {row['test_accuracy_as_trained_std']:.4f}", line
+
+
+def test_the_readme_controls_are_the_committed_report():
+    """Each control's row of the README's "Is it the deformation?" table: seeds, mean test accuracy, and control −
+    model in points with its paired 95 % CI (the difference alone where they share one seed), as the report has them."""
+    report = json.loads((ROOT / "result/full/comparison.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    models = {row["model"]: row for row in report["models"]}
+
+    def points(x):
+        return f"{100 * x:+.1f}".replace("-", "−")
+
+    def control_minus(model, control):
+        pair = next(p for p in report["pairs"] if {p["a"], p["b"]} == {model, control})
+        sign = 1 if pair["a"] == control else -1
+        d, ci = sign * pair["paired_difference"], pair["paired_difference_ci95"]
+        return points(d) if pair["paired_seeds"] < 2 else f"{points(d)} ({points(d - ci)} to {points(d + ci)})"
+
+    controls = [name for name in models if name not in ("Conv2d", "DeformConv2d", "DeformConv2dv2")]
+    assert controls, "the report has no control yet"
+    for control in controls:
+        line = next(line for line in readme.splitlines() if line.startswith(f"| {control} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[2] == str(models[control]["seeds"]), line
+        assert cells[3] == f"{models[control]['test_accuracy_mean']:.4f}", line
+        assert cells[4:7] == [control_minus(m, control) for m in ("Conv2d", "DeformConv2d", "DeformConv2dv2")], line
+
