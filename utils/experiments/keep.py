@@ -5,9 +5,10 @@
 
 Each finished and tested run's small result files (RunLayout.result_files) are committed in a commit of their
 own, and a checkpoint it may have had in git is dropped from the index; then the protocol's report is aggregated
-again over every run finished so far and committed too, so the committed report always covers the committed runs. Without --watch the latest checkpoint
-of every run in progress is committed too (train/ckpt/last.pth, ~1 MB with the optimizer state, plus its record
-and history): a fresh clone's compare.py then resumes that run from the same epoch instead of from epoch 1.
+again over every run finished so far and committed too, so the committed report covers the committed runs.
+Without --watch the latest checkpoint of every run in progress is committed too (train/ckpt/last.pth, ~1 MB with
+the optimizer state, plus its record and history): a fresh clone's compare.py then resumes that run from the same
+epoch instead of from epoch 1.
 --watch only commits finished runs (every few minutes), so git does not collect a checkpoint per epoch.
 
 Only these paths are committed: what else is staged in the work tree stays staged (and out of these commits).
