@@ -53,27 +53,63 @@ def test_the_readme_answer_is_the_committed_report():
         assert cells[4] == f"{row['test_accuracy_as_trained_mean']:.4f} ± {row['test_accuracy_as_trained_std']:.4f}", line
 
 
+def readme_table(header):
+    """{first cell: cells} of the README table whose header row starts with `header`."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = {}
+    for line in lines[start + 2:]:  # past the header and the |---| row
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells
+    return rows
+
+
+def points(x):
+    return f"{100 * x:+.1f}".replace("-", "−")
+
+
+def fraction(x):
+    return f"{x:+.3f}".replace("-", "−")
+
+
+def paired(report, model, other, key=None, form=points):
+    """model − other over their shared seeds as the README writes it: the difference and its 95 % CI, or the
+    difference alone where they share one seed; `key`: a robustness measure instead of test accuracy."""
+    pair = next(p for p in report["pairs"] if {p["a"], p["b"]} == {model, other})
+    sign = 1 if pair["a"] == model else -1
+    d, ci = (pair["paired_difference"], pair["paired_difference_ci95"]) if key is None else (pair[key]["difference"], pair[key]["ci95"])
+    d *= sign
+    return form(d) if pair["paired_seeds"] < 2 else f"{form(d)} ({form(d - ci)} to {form(d + ci)})"
+
+
 def test_the_readme_controls_are_the_committed_report():
     """Each control's row of the README's "Is it the deformation?" table: seeds, mean test accuracy, and control −
-    model in points with its paired 95 % CI (the difference alone where they share one seed), as the report has them."""
+    model in points with its paired 95 % CI, as the report has them."""
     report = json.loads((ROOT / "result/full/comparison.json").read_text())
-    readme = (ROOT / "README.md").read_text()
     models = {row["model"]: row for row in report["models"]}
-
-    def points(x):
-        return f"{100 * x:+.1f}".replace("-", "−")
-
-    def control_minus(model, control):
-        pair = next(p for p in report["pairs"] if {p["a"], p["b"]} == {model, control})
-        sign = 1 if pair["a"] == control else -1
-        d, ci = sign * pair["paired_difference"], pair["paired_difference_ci95"]
-        return points(d) if pair["paired_seeds"] < 2 else f"{points(d)} ({points(d - ci)} to {points(d + ci)})"
-
+    rows = readme_table("| control | what it changes |")
     controls = [name for name in models if name not in BASE]
-    assert controls, "the report has no control yet"
+    assert controls and set(rows) == set(controls), "a row for every control the report has, and no other"
     for control in controls:
-        line = next(line for line in readme.splitlines() if line.startswith(f"| {control} |"))
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[2] == str(models[control]["seeds"]), line
-        assert cells[3] == f"{models[control]['test_accuracy_mean']:.4f}", line
-        assert cells[4:7] == [control_minus(m, control) for m in BASE], line
+        cells = rows[control]
+        assert cells[2] == str(models[control]["seeds"]), cells
+        assert cells[3] == f"{models[control]['test_accuracy_mean']:.4f}", cells
+        assert cells[4:7] == [paired(report, control, m) for m in BASE], cells
+
+
+def test_the_readme_robustness_is_the_committed_report():
+    """Each variant's row of the README's robustness table: points lost and fraction kept (mean ± CI), and their
+    paired differences to Conv2d, as the report has them."""
+    report = json.loads((ROOT / "result/full/comparison.json").read_text())
+    rows = readme_table("| model | seeds | points lost |")
+    assert set(rows) == {row["model"] for row in report["models"]}
+    for row in report["models"]:
+        cells, lost, kept, one = rows[row["model"]], row["robustness"]["drop"], row["robustness"]["retained"], row["seeds"] < 2
+        assert cells[1] == str(row["seeds"]), cells
+        assert cells[2] == f"{100 * lost['mean']:.1f}" + ("" if one else f" ± {100 * lost['ci95']:.1f}"), cells
+        assert cells[3] == f"{kept['mean']:.3f}" + ("" if one else f" ± {kept['ci95']:.3f}"), cells
+        if row["model"] != "Conv2d":
+            assert cells[4] == paired(report, row["model"], "Conv2d", "robustness_drop"), cells
+            assert cells[5] == paired(report, row["model"], "Conv2d", "robustness_retained", fraction), cells
