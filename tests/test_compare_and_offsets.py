@@ -39,6 +39,9 @@ def test_compare_end_to_end_then_resumes_only_what_is_missing(tmp_path, syntheti
     md = (out / "comparison.md").read_text()
     assert "| DeformConv2dv2 | 1 | " in md.split("Every run")[1]
     assert "protocol `tiny`" in md and "Holm-corrected over the 3 pairs" in md and "| DeformConv2dv2 | " in md.split("Geometric robustness")[1]
+    written = {name: (out / name).read_bytes() for name in ("comparison.json", "comparison.md")}
+    compare(tiny_compare_config(tmp_path, aggregate_only=True))  # aggregating again (a fresh clone, the watcher) ...
+    assert {name: (out / name).read_bytes() for name in written} == written  # ... writes the same report, byte for byte
 
     # Remove one run's test results and interrupt another run's training: only those are redone.
     (out / "Conv2d/seed_1/test/metrics.json").unlink()

@@ -219,8 +219,9 @@ def aggregate(cfg):
     env = environment(runs)
     rows, pairs, per_run = summarize(runs)
     out = ProtocolLayout(cfg.outdir)
-    # Where this machine keeps CIFAR-10 is not part of the result: left out, so the file is the same on every machine.
-    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data_dir", "download")}
+    # Where this machine keeps CIFAR-10, and whether this call trained or only aggregated, are not part of the result:
+    # left out, so the file is the same on every machine and from every way of writing it (the watcher, a fresh clone).
+    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data_dir", "download", "aggregate_only")}
     write_json(out.file("comparison.json"), {"protocol": cfg.protocol, "config": config, "models": rows, "pairs": pairs, "runs": per_run,
                                              "environment": env})
     write_csv(out.file("comparison.csv"), [{k: v for k, v in r.items() if not isinstance(v, (list, dict)) and v is not None} for r in rows])
