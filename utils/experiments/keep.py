@@ -94,7 +94,7 @@ def report_is_stale(layout, tested):
         runs = len(json.loads(layout.file("comparison.json").read_text())["runs"])
     except (OSError, ValueError, KeyError):
         return True
-    return runs != tested or bool(git("status", "--porcelain", "--", str(layout.file("comparison*"))).stdout.strip())
+    return runs != tested or bool(git("status", "--porcelain", "--", layout.report_pattern()).stdout.strip())
 
 
 def commit_report(cfg, layout, finished):
@@ -104,7 +104,7 @@ def commit_report(cfg, layout, finished):
 
     with contextlib.redirect_stdout(io.StringIO()):  # aggregate prints the whole report: not for a log
         rows, _ = aggregate(cfg)
-    tracked = git("ls-files", "--", str(layout.file("comparison*"))).stdout.split()
+    tracked = git("ls-files", "--", layout.report_pattern()).stdout.split()
     runs, after = sum(r["seeds"] for r in rows), f" (after {', '.join(finished)})" if finished else ""
     commit(layout.report_files(), [p for p in tracked if not Path(p).exists()],
            f"Protocol {cfg.protocol}: report aggregated again over the {runs} run{'s' * (runs != 1)} finished so far{after}")

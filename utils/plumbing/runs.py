@@ -184,9 +184,15 @@ class ProtocolLayout:
         """comparison.md/.json/.csv and the comparison figures."""
         return self.root / name
 
+    REPORT = "comparison*"  # every comparison file's name starts with "comparison"
+
+    def report_pattern(self):
+        """A glob (and git pathspec) that matches every comparison file."""
+        return str(self.root / self.REPORT)
+
     def report_files(self):
-        """The comparison files an aggregation left (every name starts with "comparison")."""
-        return sorted(p for p in self.root.glob("comparison*") if p.is_file())
+        """The comparison files an aggregation left."""
+        return sorted(p for p in self.root.glob(self.REPORT) if p.is_file())
 
 
 def now():
