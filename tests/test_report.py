@@ -113,6 +113,7 @@ def test_each_control_is_set_against_each_model_of_the_question_with_the_right_s
     drawn = [bars.lines[0].get_xdata()[0] for ax in figs[0].axes for bars in ax.containers]  # each error bar's point
     assert [ax.get_title() for ax in figs[0].axes] == ["control − Conv2d", "control − DeformConv2d", "control − DeformConv2dv2"]
     assert drawn == pytest.approx([2.0, -8.0, -32 / 3])
+    assert [t.get_text() for t in figs[0].axes[0].get_yticklabels()] == ["Conv2d-params\n(3 seeds)"]  # what each row rests on
     # Only the three models, no control: no such table, no figure.
     rows, pairs, per_run = summarize({k: v for k, v in runs.items() if k != "Conv2d-params"})
     assert not any(line.startswith("| control |") for line in render(cfg, rows, pairs, per_run, "").splitlines())

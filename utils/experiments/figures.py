@@ -94,7 +94,10 @@ def plot_controls(differences, path, protocol):
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # few ticks: a panel of small differences stays legible
         ax.margins(x=0.15)
         ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(range(len(controls)), controls)
+    def label(control):  # how many seeds each row rests on: controls finish at different times
+        shared = sorted({d["seeds"] for d in differences if d["control"] == control})
+        return f"{control}\n({'–'.join(map(str, shared))} seed{'s' * (shared != [1])})"
+    axes[0][0].set_yticks(range(len(controls)), [label(c) for c in controls])
     axes[0][0].set_ylim(len(controls) - 0.5, -0.6)  # the first control on top, room for its label
     seeds = sorted({d["seeds"] for d in differences})
     interval = "no CI with 1 seed" if seeds == [1] else "95 % CI; none where 1 seed" if 1 in seeds else "95 % CI"  # a lone point is no estimate
