@@ -83,6 +83,8 @@ def test_a_pair_with_one_shared_seed_is_untested_and_outside_holms_family(tmp_pa
     figs.clear()
     figures.plot_comparison_accuracy(rows, tmp_path / "a.png", "tiny")
     assert [t.get_text() for t in figs[0].axes[0].texts] == ["0.510", "0.613", "0.700\n1 seed, no CI"]
+    assert [t.get_text() for t in figs[0].axes[0].get_xticklabels()] == ["Conv2d\n(3 seeds)", "DeformConv2d\n(3 seeds)",
+                                                                         "Conv2d-params\n(1 seed)"]  # what each bar rests on
     assert [c.errorbar is not None for c in figs[0].axes[0].containers if hasattr(c, "errorbar")] == [True, True, False]
 
 

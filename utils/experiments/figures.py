@@ -65,7 +65,11 @@ def plot_comparison_accuracy(rows, path, protocol):
     ends = [a for r in rows for a in r["test_accuracies"] + (r["test_accuracies_as_trained"] if precise else [])]
     ends += [r["test_accuracy_mean"] + sign * ci for r, ci in zip(rows, cis) for sign in (-1, 1)]
     ax.set_ylim(max(0, min(ends) - 0.08), min(1, max(ends) + 0.05))
-    ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=20 if len(rows) > 3 else 0, ha="right" if len(rows) > 3 else "center")
+    # Each bar names its seeds: models gain seeds at different times, and a 3-seed bar must not pass for a 5-seed one.
+    # Past 3 bars the names slant, on one line each (two-line slanted labels run into each other).
+    slant = len(rows) > 3
+    names = [f"{r['model']}{' ' if slant else chr(10)}({r['seeds']} seed{'s' * (r['seeds'] != 1)})" for r in rows]
+    ax.set_xticks(range(len(rows)), names, rotation=20 if slant else 0, ha="right" if slant else "center")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"Test accuracy, mean ± 95 % CI over seeds [{protocol}]")
     ax.grid(axis="y", alpha=0.3)
