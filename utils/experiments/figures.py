@@ -68,7 +68,8 @@ def plot_comparison_accuracy(rows, path, protocol):
     # Each bar names its seeds: models gain seeds at different times, and a 3-seed bar must not pass for a 5-seed one.
     # Past 3 bars the names slant, on one line each (two-line slanted labels run into each other).
     slant = len(rows) > 3
-    names = [f"{r['model']}{' ' if slant else chr(10)}({r['seeds']} seed{'s' * (r['seeds'] != 1)})" for r in rows]
+    sep = " " if slant else "\n"
+    names = [f"{r['model']}{sep}({r['seeds']} seed{'s' * (r['seeds'] != 1)})" for r in rows]
     ax.set_xticks(range(len(rows)), names, rotation=20 if slant else 0, ha="right" if slant else "center")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"Test accuracy, mean ± 95 % CI over seeds [{protocol}]")
