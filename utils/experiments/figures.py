@@ -15,6 +15,12 @@ def _color(name):
     return f"C{list(VARIANTS).index(name) % 10}" if name in VARIANTS else None
 
 
+def _seeds(counts, what="seed"):
+    """How many seeds a figure element rests on: 3 -> "3 seeds", [1] -> "1 seed", [2, 3] -> "2–3 seeds"."""
+    counts = sorted(set(counts)) if isinstance(counts, (list, set, tuple)) else [counts]
+    return f"{'–'.join(map(str, counts))} {what}{'s' * (counts != [1])}"
+
+
 def plot_comparison_curves(runs, path, protocol):
     """Per epoch, mean over seeds with a min..max band: loss (training solid, validation dashed) on the
     left, validation accuracy on the right; one colour per variant, one legend below both panels. Only
@@ -28,7 +34,7 @@ def plot_comparison_curves(runs, path, protocol):
             (line,) = ax.plot(epochs, curves.mean(0), style, color=_color(name), marker="o", ms=3)
             if len(curves) > 1:
                 ax.fill_between(epochs, curves.min(0), curves.max(0), color=_color(name), alpha=0.1)
-        line.set_label(f"{name} ({len(curves)} seed{'s' * (len(curves) != 1)})")  # its accuracy line names it in the legend
+        line.set_label(f"{name} ({_seeds(len(curves))})")  # its accuracy line names it in the legend
         handles.append(line)
     handles += [plt.Line2D([], [], color="black", ls="-", label="loss: training"), plt.Line2D([], [], color="black", ls="--", label="loss: validation")]
     for ax, ylabel in ((ax_loss, "cross-entropy loss"), (ax_acc, "validation accuracy")):
@@ -69,7 +75,7 @@ def plot_comparison_accuracy(rows, path, protocol):
     # Past 3 bars the names slant, on one line each (two-line slanted labels run into each other).
     slant = len(rows) > 3
     sep = " " if slant else "\n"
-    names = [f"{r['model']}{sep}({r['seeds']} seed{'s' * (r['seeds'] != 1)})" for r in rows]
+    names = [f"{r['model']}{sep}({_seeds(r['seeds'])})" for r in rows]
     ax.set_xticks(range(len(rows)), names, rotation=20 if slant else 0, ha="right" if slant else "center")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"Test accuracy, mean ± 95 % CI over seeds [{protocol}]")
@@ -100,13 +106,12 @@ def plot_controls(differences, path, protocol):
         ax.margins(x=0.15)
         ax.grid(axis="x", alpha=0.3)
     def label(control):  # how many seeds each row rests on: controls finish at different times
-        shared = sorted({d["seeds"] for d in differences if d["control"] == control})
-        return f"{control}\n({'–'.join(map(str, shared))} seed{'s' * (shared != [1])})"
+        return f"{control}\n({_seeds([d['seeds'] for d in differences if d['control'] == control])})"
     axes[0][0].set_yticks(range(len(controls)), [label(c) for c in controls])
     axes[0][0].set_ylim(len(controls) - 0.5, -0.6)  # the first control on top, room for its label
     seeds = sorted({d["seeds"] for d in differences})
     interval = "no CI with 1 seed" if seeds == [1] else "95 % CI; none where 1 seed" if 1 in seeds else "95 % CI"  # a lone point is no estimate
-    fig.suptitle(f"Controls against the models, paired over {'–'.join(map(str, seeds))} shared seed{'s' * (seeds != [1])} ({interval}) [{protocol}]",
+    fig.suptitle(f"Controls against the models, paired over {_seeds(seeds, 'shared seed')} ({interval}) [{protocol}]",
                  fontsize=11)
     save_figure(fig, path)
     return True
