@@ -2,6 +2,7 @@
 statistics, per-machine times, where runs were trained and tested, the robustness copies every run shares."""
 import numpy as np
 import pytest
+from matplotlib.collections import PathCollection
 from scipy import stats
 
 from utils.engine.robustness import TRANSFORMS
@@ -225,6 +226,23 @@ def test_accuracy_figure_keeps_wide_error_bars_and_their_labels_inside(tmp_path,
     for r in rows:
         assert low <= r["test_accuracy_mean"] - r["test_accuracy_ci95"] and r["test_accuracy_mean"] + r["test_accuracy_ci95"] < high
     assert all(low <= t.get_position()[1] < high for t in ax.texts) and len(ax.texts) == 2
+
+
+def test_accuracy_figure_shows_every_seed_as_its_own_dot(tmp_path, monkeypatch):
+    # Two seeds with the same accuracy (Conv2d's seeds 0 and 1 at 30 epochs both test 0.5417) must not print as one dot.
+    def precise(run, as_trained):
+        run["metrics"].update(bn_statistics="precise", as_trained={"accuracy": as_trained})
+        return run
+    rows, _, _ = summarize({"Conv2d": [precise(fake_run(0, 0.54, [0.5]), 0.52), precise(fake_run(1, 0.54, [0.5]), 0.52),
+                                       precise(fake_run(2, 0.55, [0.5]), 0.53)],
+                            "DeformConv2d": [precise(fake_run(0, 0.65, [0.6]), 0.64)]})
+    kept = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: kept.append(fig))
+    figures.plot_comparison_accuracy(rows, tmp_path / "acc.png", "test")
+    conv, conv_as_trained, dcn, _ = (c.get_offsets() for c in kept[0].axes[0].collections if isinstance(c, PathCollection))
+    for dots in (conv, conv_as_trained):
+        assert len({tuple(xy) for xy in dots.tolist()}) == 3 and all(-0.4 < x < 0.4 for x in dots[:, 0])  # over its bar
+    assert list(conv[:, 1]) == [0.54, 0.54, 0.55] and list(conv_as_trained[:, 1]) == [0.52, 0.52, 0.53] and 0.6 < dcn[0, 0] < 1.4
 
 
 def test_robustness_drop_in_points_and_as_the_fraction_kept():

@@ -57,10 +57,13 @@ def plot_comparison_accuracy(rows, path, protocol):
     for i, (r, ci) in enumerate(zip(rows, cis)):
         lone = bool(np.isnan(r["test_accuracy_ci95"]))  # one seed: no error bar, since a zero-width one would read as certainty
         ax.bar(i, r["test_accuracy_mean"], yerr=None if lone else ci, color=_color(r["model"]), alpha=0.6, capsize=6)
-        ax.scatter([i] * len(r["test_accuracies"]), r["test_accuracies"], color="black", s=14, zorder=3)
+        # Seeds side by side, in seed order: two seeds with the same accuracy must still show as two dots. Where the
+        # runs have both accuracies, precise-BN dots go left of the error bar and as-trained ones right of it.
+        n = len(r["test_accuracies"])
+        spread = 0.07 * np.linspace(-1, 1, n) if n > 1 else np.zeros(n)
+        ax.scatter(i - (0.16 if precise else 0) + spread, r["test_accuracies"], color="black", s=14, zorder=3)
         if precise:
-            ax.scatter([i + 0.22] * len(r["test_accuracies_as_trained"]), r["test_accuracies_as_trained"], facecolors="none",
-                       edgecolors="dimgray", s=14, zorder=3)
+            ax.scatter(i + 0.16 + spread, r["test_accuracies_as_trained"], facecolors="none", edgecolors="dimgray", s=14, zorder=3)
         ax.text(i, r["test_accuracy_mean"] + ci + 0.005, f"{r['test_accuracy_mean']:.3f}" + "\n1 seed, no CI" * lone, ha="center", fontsize=9)
     if precise:
         ax.legend(handles=[plt.Line2D([], [], ls="", marker="o", color="black", ms=4, label="a seed, precise BN (the bars)"),
