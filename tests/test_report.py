@@ -172,6 +172,13 @@ def test_statistics_helpers():
     assert np.isnan(holm([float("nan"), 0.2])[0]) and holm([float("nan"), 0.2])[1] == 0.2  # nan does not count
     assert np.isnan(welch([0.5], [0.6])) and np.isnan(paired([0.5], [0.6]))  # one seed: undefined, never "significant"
     assert paired([0.5, 0.6], [0.4, 0.5]) == 0.0 and paired([0.5, 0.6], [0.5, 0.6]) == 1.0  # no spread in the differences
+    # Equal up to floating-point rounding is equal: a p-value of rounding noise would pass for a result.
+    assert welch([0.3, 0.1 + 0.2, 0.3], [0.3, 0.3, 0.30000000000000004]) == 1.0
+    assert paired([0.1 + 0.2, 0.3], [0.3, 0.30000000000000004]) == 1.0
+    assert paired([0.3, 0.4, 0.5], [0.2, 0.3, 0.4]) == 0.0  # every difference is 0.1, up to rounding
+    assert welch([0.3, 0.3], [0.2, 0.2]) == 0.0
+    assert 0 < paired([0.5, 0.61, 0.7], [0.4, 0.5, 0.6]) < 0.05 and 0 < welch([0.5, 0.52], [0.4, 0.41]) < 0.05  # a real spread is tested
+
 
 def test_robustness_compares_only_the_copies_every_run_measured_alike(tmp_path, monkeypatch):
     # Two machines that round one rotation differently: that copy is left out for every variant (its accuracies
