@@ -1,5 +1,7 @@
 """The comparison's numbers, report and figures from given runs (report.py, figures.py, compare.environment):
 statistics, per-machine times, where runs were trained and tested, the robustness copies every run shares."""
+import warnings
+
 import numpy as np
 import pytest
 from matplotlib.collections import PathCollection
@@ -177,6 +179,9 @@ def test_statistics_helpers():
     assert paired([0.1 + 0.2, 0.3], [0.3, 0.30000000000000004]) == 1.0
     assert paired([0.3, 0.4, 0.5], [0.2, 0.3, 0.4]) == 0.0  # every difference is 0.1, up to rounding
     assert welch([0.3, 0.3], [0.2, 0.2]) == 0.0
+    with warnings.catch_warnings():  # one sample without spread: Welch's test is exact, and says so without a warning
+        warnings.simplefilter("error")
+        assert welch([0.5, 0.5, 0.5], [0.6, 0.62, 0.61]) == pytest.approx(2 * stats.t.sf(0.11 / np.sqrt(0.0001 / 3), 2))
     assert 0 < paired([0.5, 0.61, 0.7], [0.4, 0.5, 0.6]) < 0.05 and 0 < welch([0.5, 0.52], [0.4, 0.41]) < 0.05  # a real spread is tested
 
 
