@@ -23,9 +23,9 @@ def paired(a, b):
     if len(a) < 2:
         return float("nan")
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    diff = a - b
-    if _rounding_only(diff, scale=np.abs(np.concatenate([a, b])).max()):  # every seed moved by the same amount
-        return 1.0 if _rounding_only([diff.mean(), 0.0], scale=np.abs(a).max()) else 0.0
+    diff, scale = a - b, np.abs(np.concatenate([a, b])).max()
+    if _rounding_only(diff, scale):  # every seed moved by the same amount
+        return 1.0 if _rounding_only([diff.mean(), 0.0], scale) else 0.0
     return float(stats.ttest_rel(a, b).pvalue)
 
 
