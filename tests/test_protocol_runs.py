@@ -8,7 +8,7 @@ from test_compare_and_offsets import tiny_compare_config
 
 from utils.engine import train as train_mod
 from utils.experiments.compare import compare
-from utils.experiments.progress import ProtocolProgress, duration
+from utils.experiments.progress import ProtocolProgress, duration, time_left
 from utils.plumbing.errors import UserError
 from utils.plumbing.runs import ProtocolLayout, RunLayout, run_status
 
@@ -152,6 +152,19 @@ def test_progress_with_several_workers_reads_the_disk_and_shares_the_work_left()
     assert progress.epochs_done() == 6 and progress.eta_seconds() == (2 * 90.0 / 2, True)
     assert progress.line("A", 0).endswith("left ~1m30s (2 workers)")
     progress.close()
+
+
+def test_progress_with_several_workers_never_splits_a_run():
+    """The end of a queue: one worker is on its last epoch, the other has just started a long run. The run left
+    cannot be shared, so the time left is that run's own (30 x 400 s), not half the work left."""
+    done = {("A", 4): 29, ("B", 4): 0}
+    left = time_left(done, {"A": {None: [200.0]}, "B": {None: [400.0]}}, 30, None, 2)
+    assert left == (30 * 400.0, True)
+    # Two runs under way hold both workers (whatever the queue's order); the long run left starts when the first
+    # of them finishes (A seed 1, 5 epochs left).
+    done = {("A", 0): 20, ("B", 0): 0, ("A", 1): 25}
+    assert time_left(done, {"A": {None: [100.0]}, "B": {None: [300.0]}}, 30, None, 2) == (5 * 100.0 + 30 * 300.0, True)
+    assert time_left(done, {"A": {None: [100.0]}, "B": {None: [300.0]}}, 30, None, 1) == ((10 + 5) * 100.0 + 30 * 300.0, False)
 
 
 def test_train_script_runs_write_a_record_too(tmp_path, synthetic_data):

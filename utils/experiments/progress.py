@@ -9,9 +9,11 @@ runs for a day shares its machine, and an epoch that spanned a pause (SIGSTOP) o
 drag a mean for the rest of the run.
 
 Several workers can share a protocol (two compare.py processes, each with fewer threads), so the line re-reads
-where every run stands from disk after each epoch: it counts the other workers' epochs too, and divides the work
-left by the number of workers holding a run now (each measured its epochs at its own pace).
+where every run stands from disk after each epoch: it counts the other workers' epochs too, and hands the runs left
+to as many workers as hold a run now, each taking the next run when its own finishes (each measured its epochs at
+its own pace).
 """
+import heapq
 import statistics
 import time
 
@@ -34,20 +36,26 @@ def epoch_pace(by_pace, pace):
 
 def time_left(done, epoch_seconds, num_epoch, pace, workers):
     """(seconds left, rough?) for the jobs in `done` ({job: epochs finished}), from `epoch_seconds` ({variant: {pace:
-    times}}) at `pace`, shared by `workers`; (None, True) before any epoch was measured. Rough when a variant borrows
-    another pace's epochs or has none, and with several workers (they do not all finish together)."""
+    times}}) at `pace`, shared by `workers` that train one run each at a time; (None, True) before any epoch was measured.
+    Rough when a variant borrows another pace's epochs or has none, and with several workers (each has its own pace,
+    and which run a worker takes next is a race)."""
     paces = list(epoch_seconds.values())
     everywhere = [t for by_pace in paces for times in by_pace.values() for t in times]
     if not everywhere:
         return None, True
     fallback = statistics.median([t for by_pace in paces for t in by_pace.get(pace, [])] or everywhere)
-    left, rough = 0.0, False
+    runs, rough = [], False  # seconds left of each unfinished run, those under way first (a worker holds them)
     for (variant, _), epochs in done.items():
         times, borrowed = epoch_pace(epoch_seconds.get(variant, {}), pace)
         rough |= borrowed and epochs < num_epoch
-        left += (num_epoch - epochs) * (statistics.median(times) if times else fallback)
-    workers = max(1, workers)
-    return left / workers, rough or workers > 1
+        if epochs < num_epoch:
+            runs.append((epochs == 0, (num_epoch - epochs) * (statistics.median(times) if times else fallback)))
+    # A run is never split between workers: each takes the next run when it finishes its own, so the time left is
+    # when the last worker finishes, not the sum of the work over the workers (one long run left takes its own time).
+    free = [0.0] * max(1, workers)
+    for _, seconds in sorted(runs, key=lambda run: run[0]):
+        heapq.heapreplace(free, free[0] + seconds)
+    return max(free), rough or workers > 1
 
 
 def eta_text(left, rough):
