@@ -58,7 +58,7 @@ def test_a_lock_of_a_dead_process_or_a_silent_node_is_taken_over(tmp_path, capsy
 
 def test_the_progress_line_sees_every_workers_epochs_and_counts_live_workers(tmp_path):
     """Two compare.py workers share a protocol: each one's progress line must count the other's epochs (read from
-    disk) and divide the work left by the live workers only (a dead worker's lock does not count)."""
+    disk) and hand the work left to the live workers only (a dead worker's lock does not count)."""
     layout = ProtocolLayout(tmp_path)
     jobs = [("A", 0), ("A", 1), ("B", 0)]
     mine = RunLock(layout.run("A", 0).lock).acquire()
@@ -69,11 +69,11 @@ def test_the_progress_line_sees_every_workers_epochs_and_counts_live_workers(tmp
     other.history_json.parent.mkdir(parents=True)
     other.history_json.write_text(json.dumps([{"epoch": e, "train_seconds": 50.0 * e, "val_seconds": 10.0} for e in (1, 2)]))
     other.lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid(), "since": "then", "token": "old"}))
-    done, measured, workers = compare_mod.protocol_state(layout, jobs, 4)
-    assert done == {("A", 0): 0, ("A", 1): 2, ("B", 0): 0} and workers == 1
+    done, measured, held = compare_mod.protocol_state(layout, jobs, 4)
+    assert done == {("A", 0): 0, ("A", 1): 2, ("B", 0): 0} and held == [("A", 0)]
     assert measured == {"A": {None: [60.0], "Xeon (2 CPUs, avx512, 1 torch threads)": [110.0]}}  # each epoch at its segment's pace
     other.lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": "now", "token": "live"}))
-    assert compare_mod.protocol_state(layout, jobs, 4)[2] == 2
+    assert compare_mod.protocol_state(layout, jobs, 4)[2] == [("A", 0), ("A", 1)]
     mine.release()
 
 
@@ -100,8 +100,11 @@ def test_status_says_where_the_queue_stands_at_the_pace_of_the_workers_now_train
     out = capsys.readouterr().out.splitlines()
     held.release()
     just_taken.release()
-    # Conv2d 3 epochs x 100 s (its own pace), DeformConv2d 3 x 200 s (borrowed), DeformConv2dv2 4 x 100 s (median here).
-    assert out[0] == ("[tiny] 0 of 6 runs trained, 3 in progress, 3 not started; 2 held by a worker now. Left: ~10m50s with "
+    # Conv2d 3 epochs x 100 s (its own pace), DeformConv2d 3 x 200 s (borrowed), DeformConv2dv2 4 x 100 s (median here);
+    # the two held runs first (Conv2d seed 0: 100 s, DeformConv2dv2 seed 1: 200 s), then the queue's order: the first
+    # worker free takes DeformConv2d seed 0 (to 300 s), the other DeformConv2dv2 seed 0 (400 s), then Conv2d seed 1
+    # (500 s) and DeformConv2d seed 1 (400 + 400 s): the last worker finishes at 800 s.
+    assert out[0] == ("[tiny] 0 of 6 runs trained, 3 in progress, 3 not started; 2 held by a worker now. Left: ~13m20s with "
                       "2 workers at the pace of Xeon (2 CPUs, avx512, 1 torch threads)")
     assert out[1:4] == ["  Conv2d seed 0: 1/2 epochs (a worker has it)", "  DeformConv2d seed 0: 1/2 epochs",
                         "  DeformConv2dv2 seed 1: 0/2 epochs (a worker has it)"]

@@ -111,13 +111,14 @@ def test_a_partial_run_resumes_and_reports_progress(tmp_path, synthetic_data, mo
 
 
 def test_progress_estimate_uses_each_variants_epoch_time():
-    progress = ProtocolProgress("p", 10, lambda: ({("A", 0): 10, ("B", 0): 4, ("A", 1): 0, ("B", 1): 0}, {"A": {None: [60.0, 60.0]}, "B": {None: [120.0]}}, 1))
+    done = {("A", 0): 10, ("B", 0): 4, ("A", 1): 0, ("B", 1): 0}
+    progress = ProtocolProgress("p", 10, lambda: (done, {"A": {None: [60.0, 60.0]}, "B": {None: [120.0]}}, [("B", 0)]))
     assert progress.runs_done() == 1 and progress.epochs_done() == 14
     assert progress.eta_seconds() == (10 * 60 + 6 * 120 + 10 * 120, False)
-    rough = ProtocolProgress("p", 2, lambda: ({("A", 0): 1, ("B", 0): 0}, {"A": {None: [30.0]}}, 1))
+    rough = ProtocolProgress("p", 2, lambda: ({("A", 0): 1, ("B", 0): 0}, {"A": {None: [30.0]}}, [("A", 0)]))
     assert rough.eta_seconds() == (1 * 30 + 2 * 30, True)  # B borrows A's time: marked rough
-    assert ProtocolProgress("p", 2, lambda: ({("A", 0): 0}, {}, 0)).eta_seconds() == (None, True)
-    paused = ProtocolProgress("p", 4, lambda: ({("A", 0): 3}, {"A": {None: [60.0, 62.0, 6000.0]}}, 1))  # one epoch spanned a pause
+    assert ProtocolProgress("p", 2, lambda: ({("A", 0): 0}, {}, [])).eta_seconds() == (None, True)
+    paused = ProtocolProgress("p", 4, lambda: ({("A", 0): 3}, {"A": {None: [60.0, 62.0, 6000.0]}}, [("A", 0)]))  # one epoch spanned a pause
     assert paused.eta_seconds() == (62.0, False)  # the median: the paused epoch does not drag the estimate
     assert "left ~1m30s" in rough.line("A", 0)
     assert duration(3 * 3600 + 5 * 60 + 20) == "3h05m" and duration(59) == "0m59s"
@@ -130,24 +131,24 @@ def test_progress_estimate_takes_the_epochs_timed_at_this_workers_pace():
     thread, not a median over both paces; a variant not yet measured at this pace borrows (rough)."""
     one, two = "cpu (2 CPUs, 1 torch threads)", "cpu (2 CPUs, 2 torch threads)"
     seconds = {"A": {two: [60.0] * 5, one: [100.0] * 2}, "B": {two: [80.0] * 3}}
-    state = lambda: ({("A", 0): 7, ("B", 0): 3}, seconds, 1)  # noqa: E731
+    state = lambda: ({("A", 0): 7, ("B", 0): 3}, seconds, [("A", 0)])  # noqa: E731
     mine = ProtocolProgress("p", 10, state, pace=one)
     assert mine.eta_seconds() == (3 * 100.0 + 7 * 80.0, True)  # B: only 2-thread epochs so far, borrowed
     seconds["B"][one] = [110.0]
     assert mine.epoch_finished("A", 0) is None and mine.eta_seconds() == (3 * 100.0 + 7 * 110.0, False)
     assert ProtocolProgress("p", 10, state, pace=two).eta_seconds() == (3 * 60.0 + 7 * 80.0, False)
-    elsewhere = ProtocolProgress("p", 10, lambda: ({("A", 0): 9, ("C", 0): 0}, seconds, 1), pace=one)
+    elsewhere = ProtocolProgress("p", 10, lambda: ({("A", 0): 9, ("C", 0): 0}, seconds, [("A", 0)]), pace=one)
     assert elsewhere.eta_seconds() == (100.0 + 10 * 100.0, True)  # C: never measured: the median at this pace (80 s anywhere)
     for p in (mine, elsewhere):
         p.close()
 
 
 def test_progress_with_several_workers_reads_the_disk_and_shares_the_work_left():
-    disk = {"done": {("A", 0): 2, ("A", 1): 0}, "seconds": {"A": {None: [60.0, 60.0]}}, "workers": 1}
-    progress = ProtocolProgress("p", 4, lambda: (disk["done"], disk["seconds"], disk["workers"]))
+    disk = {"done": {("A", 0): 2, ("A", 1): 0}, "seconds": {"A": {None: [60.0, 60.0]}}, "held": [("A", 0)]}
+    progress = ProtocolProgress("p", 4, lambda: (disk["done"], disk["seconds"], disk["held"]))
     assert progress.eta_seconds() == (6 * 60, False)
     # Meanwhile a second worker trained 3 epochs of A seed 1 (at 120 s: one thread each); both hold a run now.
-    disk = {"done": {("A", 0): 3, ("A", 1): 3}, "seconds": {"A": {None: [60.0, 60.0, 60.0] + [120.0] * 3}}, "workers": 2}
+    disk = {"done": {("A", 0): 3, ("A", 1): 3}, "seconds": {"A": {None: [60.0, 60.0, 60.0] + [120.0] * 3}}, "held": [("A", 0), ("A", 1)]}
     progress.epoch_finished("A", 0)
     assert progress.epochs_done() == 6 and progress.eta_seconds() == (2 * 90.0 / 2, True)
     assert progress.line("A", 0).endswith("left ~1m30s (2 workers)")
@@ -158,13 +159,15 @@ def test_progress_with_several_workers_never_splits_a_run():
     """The end of a queue: one worker is on its last epoch, the other has just started a long run. The run left
     cannot be shared, so the time left is that run's own (30 x 400 s), not half the work left."""
     done = {("A", 4): 29, ("B", 4): 0}
-    left = time_left(done, {"A": {None: [200.0]}, "B": {None: [400.0]}}, 30, None, 2)
+    left = time_left(done, {"A": {None: [200.0]}, "B": {None: [400.0]}}, 30, None, [("A", 4), ("B", 4)])
     assert left == (30 * 400.0, True)
-    # Two runs under way hold both workers (whatever the queue's order); the long run left starts when the first
-    # of them finishes (A seed 1, 5 epochs left).
-    done = {("A", 0): 20, ("B", 0): 0, ("A", 1): 25}
-    assert time_left(done, {"A": {None: [100.0]}, "B": {None: [300.0]}}, 30, None, 2) == (5 * 100.0 + 30 * 300.0, True)
-    assert time_left(done, {"A": {None: [100.0]}, "B": {None: [300.0]}}, 30, None, 1) == ((10 + 5) * 100.0 + 30 * 300.0, False)
+    # The two runs the workers hold go first, whatever the queue's order; the long run left starts when the first of
+    # them finishes (A seed 1, 5 epochs left).
+    done, seconds = {("A", 0): 20, ("B", 0): 0, ("A", 1): 25}, {"A": {None: [100.0]}, "B": {None: [300.0]}}
+    assert time_left(done, seconds, 30, None, [("A", 0), ("A", 1)]) == (5 * 100.0 + 30 * 300.0, True)
+    assert time_left(done, seconds, 30, None, [("A", 0)]) == ((10 + 5) * 100.0 + 30 * 300.0, False)  # one worker: the sum
+    # A worker holds B at epoch 0 and nobody holds A seed 1 (stopped): B runs beside A seed 0, A seed 1 after it.
+    assert time_left(done, seconds, 30, None, [("A", 0), ("B", 0)]) == (30 * 300.0, True)
 
 
 def test_train_script_runs_write_a_record_too(tmp_path, synthetic_data):

@@ -107,13 +107,14 @@ def this_pace(cfg):
 
 def protocol_state(layout, jobs, num_epoch):
     """Where the protocol stands on disk, every worker's runs included: (epochs done per job, measured epoch
-    seconds per variant and pace, workers holding a run now). A pace is the machine and thread count in words
+    seconds per variant and pace, the jobs a worker holds now). A pace is the machine and thread count in words
     (machine.in_words) from the run record's segment that trained the epoch; None where no segment says."""
-    done, measured, workers = {}, {}, 0
+    done, measured, held = {}, {}, []
     for name, s in jobs:
         run = layout.run(name, s)
         done[(name, s)] = run_status(run, num_epoch).epochs_done or 0
-        workers += is_held(run.lock)
+        if is_held(run.lock):
+            held.append((name, s))
         if run.history_json.exists():  # written atomically: another worker's is never read half-written
             history = json.loads(run.history_json.read_text())
             pace = {}
@@ -123,7 +124,7 @@ def protocol_state(layout, jobs, num_epoch):
                     pace.update(dict.fromkeys(range(first, last + 1), in_words(segment["host"])))
             for h in history:
                 measured.setdefault(name, {}).setdefault(pace.get(h["epoch"]), []).append(h["train_seconds"] + h["val_seconds"])
-    return done, measured, workers
+    return done, measured, held
 
 
 def status(cfg):
@@ -131,17 +132,16 @@ def status(cfg):
     not started, and the time left at the pace of the workers now training (the machine and threads their runs'
     records name last), else at this process's pace."""
     layout, jobs = ProtocolLayout(cfg.outdir), cfg.jobs()
-    done, measured, workers = protocol_state(layout, jobs, cfg.num_epoch)
-    held = [job for job in jobs if is_held(layout.run(*job).lock)]
+    done, measured, held = protocol_state(layout, jobs, cfg.num_epoch)
     paces = [in_words(segments[-1]["host"]) for segments in ((layout.run(*job).read_record() or {}).get("segments", []) for job in held)
              if segments and "host" in segments[-1]]
     pace = max(set(paces), key=paces.count) if paces else this_pace(cfg)
-    eta = eta_text(*time_left(done, measured, cfg.num_epoch, pace, workers))
+    eta = eta_text(*time_left(done, measured, cfg.num_epoch, pace, held))
     partial = [job for job in jobs if done[job] < cfg.num_epoch and (done[job] > 0 or job in held)]  # a held run may be at epoch 0
     trained = sum(done[job] >= cfg.num_epoch for job in jobs)
     lines = [f"[{cfg.protocol}] {trained} of {len(jobs)} runs trained, {len(partial)} in progress, "
              f"{len(jobs) - trained - len(partial)} not started; {len(held)} held by a worker now. "
-             f"Left: {eta} with {max(1, workers)} worker{'s' * (workers > 1)} at the pace of {pace}"]
+             f"Left: {eta} with {max(1, len(held))} worker{'s' * (len(held) > 1)} at the pace of {pace}"]
     lines += [f"  {name} seed {seed}: {done[(name, seed)]}/{cfg.num_epoch} epochs{' (a worker has it)' * ((name, seed) in held)}"
               for name, seed in partial]
     for name in dict.fromkeys(name for name, _ in jobs):

@@ -34,28 +34,28 @@ def epoch_pace(by_pace, pace):
     return [t for times in by_pace.values() for t in times], True
 
 
-def time_left(done, epoch_seconds, num_epoch, pace, workers):
-    """(seconds left, rough?) for the jobs in `done` ({job: epochs finished}), from `epoch_seconds` ({variant: {pace:
-    times}}) at `pace`, shared by `workers` that train one run each at a time; (None, True) before any epoch was measured.
-    Rough when a variant borrows another pace's epochs or has none, and with several workers (each has its own pace,
-    and which run a worker takes next is a race)."""
+def time_left(done, epoch_seconds, num_epoch, pace, held):
+    """(seconds left, rough?) for the jobs in `done` ({job: epochs finished, in queue order}), from `epoch_seconds`
+    ({variant: {pace: times}}) at `pace`, by as many workers as hold a job now (`held`, at least one), each training
+    one run at a time; (None, True) before any epoch was measured. Rough when a variant borrows another pace's epochs
+    or has none, and with several workers (each has its own pace, and which run a worker takes next is a race)."""
     paces = list(epoch_seconds.values())
     everywhere = [t for by_pace in paces for times in by_pace.values() for t in times]
     if not everywhere:
         return None, True
     fallback = statistics.median([t for by_pace in paces for t in by_pace.get(pace, [])] or everywhere)
-    runs, rough = [], False  # seconds left of each unfinished run, those under way first (a worker holds them)
-    for (variant, _), epochs in done.items():
-        times, borrowed = epoch_pace(epoch_seconds.get(variant, {}), pace)
+    runs, rough = [], False  # seconds left of each unfinished run: those a worker holds first, then the queue's order
+    for job, epochs in done.items():
+        times, borrowed = epoch_pace(epoch_seconds.get(job[0], {}), pace)
         rough |= borrowed and epochs < num_epoch
         if epochs < num_epoch:
-            runs.append((epochs == 0, (num_epoch - epochs) * (statistics.median(times) if times else fallback)))
+            runs.append((job not in held, (num_epoch - epochs) * (statistics.median(times) if times else fallback)))
     # A run is never split between workers: each takes the next run when it finishes its own, so the time left is
     # when the last worker finishes, not the sum of the work over the workers (one long run left takes its own time).
-    free = [0.0] * max(1, workers)
+    free = [0.0] * max(1, len(held))
     for _, seconds in sorted(runs, key=lambda run: run[0]):
         heapq.heapreplace(free, free[0] + seconds)
-    return max(free), rough or workers > 1
+    return max(free), rough or len(held) > 1
 
 
 def eta_text(left, rough):
@@ -65,8 +65,8 @@ def eta_text(left, rough):
 
 class ProtocolProgress:
     """`state()` says where the protocol stands now (compare.protocol_state reads it from disk): (done, epoch_seconds,
-    workers): `done` maps each (variant, seed) job to its finished epochs, `epoch_seconds` a variant to {pace: the
-    measured times of its finished epochs at that pace}, `workers` how many workers hold a run of the protocol.
+    held): `done` maps each (variant, seed) job to its finished epochs, `epoch_seconds` a variant to {pace: the
+    measured times of its finished epochs at that pace}, `held` the jobs a worker holds now (one worker each).
     `pace` is this worker's (machine.in_words of its machine and threads)."""
 
     def __init__(self, protocol, num_epoch, state, pace=None):
@@ -78,10 +78,10 @@ class ProtocolProgress:
         self.bar = tqdm(total=total, initial=self.epochs_done(), desc=f"[{protocol}] protocol", unit="epoch", disable=None, dynamic_ncols=True)
 
     def _read(self):
-        done, epoch_seconds, workers = self.state()
-        self.done = dict(done)
+        done, epoch_seconds, held = self.state()
+        self.done, self.held = dict(done), list(held)
         self.epoch_seconds = {variant: {pace: list(times) for pace, times in by_pace.items()} for variant, by_pace in epoch_seconds.items()}
-        self.workers = max(1, workers)
+        self.workers = max(1, len(self.held))
 
     def epochs_done(self):
         return sum(self.done.values())
@@ -91,7 +91,7 @@ class ProtocolProgress:
 
     def eta_seconds(self):
         """(seconds left, rough?): time_left at this worker's pace."""
-        return time_left(self.done, self.epoch_seconds, self.num_epoch, self.pace, self.workers)
+        return time_left(self.done, self.epoch_seconds, self.num_epoch, self.pace, self.held)
 
     def line(self, variant, seed):
         eta = eta_text(*self.eta_seconds())
