@@ -81,7 +81,6 @@ class ProtocolProgress:
         done, epoch_seconds, held = self.state()
         self.done, self.held = dict(done), list(held)
         self.epoch_seconds = {variant: {pace: list(times) for pace, times in by_pace.items()} for variant, by_pace in epoch_seconds.items()}
-        self.workers = max(1, len(self.held))
 
     def epochs_done(self):
         return sum(self.done.values())
@@ -95,8 +94,8 @@ class ProtocolProgress:
 
     def line(self, variant, seed):
         eta = eta_text(*self.eta_seconds())
-        if self.workers > 1:
-            eta += f" ({self.workers} workers)"
+        if len(self.held) > 1:
+            eta += f" ({len(self.held)} workers)"
         return (f"[{self.protocol}] {variant} seed {seed} epoch {self.done[(variant, seed)]}/{self.num_epoch} | "
                 f"runs {self.runs_done()}/{len(self.done)}, epochs {self.epochs_done()}/{len(self.done) * self.num_epoch} | "
                 f"elapsed {duration(time.perf_counter() - self.start)} | left {eta}")
