@@ -125,6 +125,29 @@ def test_compare_script_status_flag_reads_and_writes_nothing(tmp_path, capsys, m
     assert not (tmp_path / "cmp").exists() and not (tmp_path / "data").exists()
 
 
+def test_a_queue_waits_for_a_held_run_only_after_every_protocols_other_runs(tmp_path, capsys, monkeypatch):
+    """A worker that met the first protocol's last run held by another worker used to wait for it there, idle, while the
+    second protocol had runs nobody trained. Training and aggregation stand in here; the order of calls is the test."""
+    calls = []
+
+    def run_one(cfg, name, seed, wait, progress=None, head=None):
+        calls.append(("wait" if wait else "train", cfg.protocol, name, seed))
+        if (cfg.protocol, name, seed) == ("a", "Conv2d", 1) and not wait:
+            raise LockHeld("lock", {"pid": 1, "host": "elsewhere", "since": "now"})
+
+    monkeypatch.setattr(compare_mod, "run_one", run_one)
+    monkeypatch.setattr(compare_mod, "aggregate", lambda cfg: calls.append(("aggregate", cfg.protocol)))
+    paths = [write_config(tmp_path / f"{p}.json", {"protocol": p, "outdir": str(tmp_path / p), "seeds": [0, 1], "models": ["Conv2d"],
+                                                  "num_epoch": 2, "data_dir": str(tmp_path / "data"), "download": False, "device": "cpu"})
+             for p in ("a", "b")]
+    monkeypatch.setattr(sys, "argv", ["compare.py", "--config", *paths])
+    runpy.run_path(str(ROOT / "compare.py"), run_name="__main__")
+    assert calls == [("train", "a", "Conv2d", 0), ("train", "a", "Conv2d", 1),
+                     ("train", "b", "Conv2d", 0), ("train", "b", "Conv2d", 1), ("aggregate", "b"),
+                     ("wait", "a", "Conv2d", 1), ("aggregate", "a")]
+    assert "[a] run 2/2: Conv2d, seed 1: another worker has it" in capsys.readouterr().out
+
+
 def test_release_never_removes_a_lock_another_worker_took_over(tmp_path):
     path = tmp_path / "lock"
     lock = RunLock(path).acquire()

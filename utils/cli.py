@@ -65,8 +65,8 @@ def test_main(variant, script, argv=None):
 def config_main(config_cls, runner, description, example, argv=None, several=False, flags=None):
     """Entry point of a script that takes a config (compare.py, benchmark.py): `runner(cfg, **flags)` is called only
     once the config is valid, and should import the heavy code itself, so bad input answers fast. `several`:
-    --config takes a queue of configs, all checked before the first one runs. `flags`: {name: help} of the script's
-    on/off switches (--name), passed to the runner by name."""
+    --config takes a queue of configs, all checked before the runner gets them (one argument each). `flags`:
+    {name: help} of the script's on/off switches (--name), passed to the runner by name."""
     parser = _parser(None, description, example, several)
     for name, help_text in (flags or {}).items():
         parser.add_argument(f"--{name}", action="store_true", help=help_text)
@@ -74,7 +74,6 @@ def config_main(config_cls, runner, description, example, argv=None, several=Fal
 
     def main():
         configs = [load_config(path, config_cls, args.set) for path in (args.config if several else [args.config])]
-        for cfg in configs:
-            runner(cfg, **{name: getattr(args, name) for name in flags or {}})
+        runner(*configs, **{name: getattr(args, name) for name in flags or {}})
 
     run_cli(main)

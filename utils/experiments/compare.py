@@ -154,26 +154,30 @@ def status(cfg):
     print("\n".join(lines), flush=True)
 
 
-def run_all(cfg):
-    """Every run in this process, one after another. A run another worker holds (a second compare.py, a cluster
-    job) is passed over at first and waited for at the end, so two workers share a protocol without doubling it."""
-    jobs = cfg.jobs()
-    progress = ProtocolProgress(cfg.protocol, cfg.num_epoch, functools.partial(protocol_state, ProtocolLayout(cfg.outdir), jobs, cfg.num_epoch),
+def train_runs(cfg, jobs, wait):
+    """Train (or resume) and test `jobs` of the protocol in this process, one after another. wait=False: a run another
+    worker holds (a second compare.py, a cluster job) is passed over and returned; wait=True: waited for."""
+    every = cfg.jobs()
+    progress = ProtocolProgress(cfg.protocol, cfg.num_epoch, functools.partial(protocol_state, ProtocolLayout(cfg.outdir), every, cfg.num_epoch),
                                 this_pace(cfg))
-    numbered = {job: f"[{cfg.protocol}] run {i}/{len(jobs)}: {job[0]}, seed {job[1]}" for i, job in enumerate(jobs, start=1)}
+    numbered = {job: f"[{cfg.protocol}] run {i}/{len(every)}: {job[0]}, seed {job[1]}" for i, job in enumerate(every, start=1)}
+    held = []
     try:
-        pending = jobs
-        for wait in (False, True):
-            held = []
-            for name, seed in pending:
-                try:
-                    run_one(cfg, name, seed, wait, progress, numbered[(name, seed)])
-                except LockHeld as e:
-                    print(f"{numbered[(name, seed)]}: another worker has it ({e}); coming back to it at the end", flush=True)
-                    held.append((name, seed))
-            pending = held
+        for name, seed in jobs:
+            try:
+                run_one(cfg, name, seed, wait, progress, numbered[(name, seed)])
+            except LockHeld as e:
+                print(f"{numbered[(name, seed)]}: another worker has it ({e}); coming back to it at the end", flush=True)
+                held.append((name, seed))
     finally:
         progress.close()
+    return held
+
+
+def run_all(cfg):
+    """Every run of the protocol in this process; those another worker holds last, so two workers share a protocol
+    without doubling it."""
+    train_runs(cfg, train_runs(cfg, cfg.jobs(), wait=False), wait=True)
 
 
 def load_runs(outdir, jobs):
@@ -243,14 +247,24 @@ def aggregate(cfg):
     return rows, pairs
 
 
-def compare(cfg):
-    if cfg.aggregate_only:
-        return aggregate(cfg)
-    if cfg.launcher == "local":
-        run_all(cfg)
-    else:
-        layout = ProtocolLayout(cfg.outdir)
-        todo = [(name, s) for name, s in cfg.jobs()
-                if run_status(layout.run(name, s), cfg.num_epoch).state != "done" or needs_test(layout.run(name, s), cfg)]
-        submit_all(cfg, cluster_job, todo)
-    return aggregate(cfg)
+def compare(*cfgs):
+    """Train, test and aggregate each protocol in turn (a queue). A local run another worker holds is waited for only
+    after every protocol's other runs, so a worker never idles at one protocol's tail while a later one has runs that
+    nobody trains; a protocol is aggregated as soon as all its runs are done. Returns the last protocol's (rows, pairs)."""
+    waiting, results = [], {}
+    for i, cfg in enumerate(cfgs):
+        if cfg.aggregate_only:
+            pass
+        elif cfg.launcher != "local":
+            layout = ProtocolLayout(cfg.outdir)
+            todo = [(name, s) for name, s in cfg.jobs()
+                    if run_status(layout.run(name, s), cfg.num_epoch).state != "done" or needs_test(layout.run(name, s), cfg)]
+            submit_all(cfg, cluster_job, todo)
+        elif held := train_runs(cfg, cfg.jobs(), wait=False):
+            waiting.append((i, held))
+            continue
+        results[i] = aggregate(cfg)
+    for i, held in waiting:
+        train_runs(cfgs[i], held, wait=True)
+        results[i] = aggregate(cfgs[i])
+    return results[len(cfgs) - 1]
