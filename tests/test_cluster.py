@@ -196,7 +196,7 @@ def _with_synthetic_data(fn, *args):
 
 
 def worker(cfg):
-    return _with_synthetic_data(compare_mod.run_all, cfg)
+    return _with_synthetic_data(compare_mod.compare, cfg)
 
 
 def run_job(cfg, name, seed):
@@ -221,7 +221,7 @@ def test_two_concurrent_workers_share_a_protocol_and_match_a_sequential_run(tmp_
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     options = {"models": ["Conv2d", "DeformConv2dv2"], "dcn_backend": "gather", "robustness": False}
     sequential = tiny_compare_config(tmp_path / "seq", **options)
-    compare_mod.run_all(sequential)
+    compare_mod.compare(sequential)
 
     shared = tiny_compare_config(tmp_path / "two", **options)
     executor = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")

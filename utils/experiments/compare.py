@@ -174,12 +174,6 @@ def train_runs(cfg, jobs, wait):
     return held
 
 
-def run_all(cfg):
-    """Every run of the protocol in this process; those another worker holds last, so two workers share a protocol
-    without doubling it."""
-    train_runs(cfg, train_runs(cfg, cfg.jobs(), wait=False), wait=True)
-
-
 def load_runs(outdir, jobs):
     """{model_name: [{"seed", "history", "metrics"}, ...]} for every finished and tested run of `jobs` found,
     variants in the order the jobs first name them."""
@@ -254,7 +248,7 @@ def compare(*cfgs):
     waiting, results = [], {}
     for i, cfg in enumerate(cfgs):
         if cfg.aggregate_only:
-            pass
+            pass  # the report from the runs' files alone
         elif cfg.launcher != "local":
             layout = ProtocolLayout(cfg.outdir)
             todo = [(name, s) for name, s in cfg.jobs()
