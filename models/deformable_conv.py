@@ -21,14 +21,16 @@ class DeformableConv(nn.Module):
     checkpoints from before this class existed load unchanged. Both predictors are k x k convolutions with
     the layer's stride/padding/dilation, initialised to zero as in the DCN papers: training starts from the
     regular sampling grid, and in DCNv2 from a mask of sigmoid(0) = 0.5 everywhere (`zero_predictors=False`:
-    PyTorch's default initialisation, as the reference repository). `bias=False`: no bias anywhere in the layer.
+    PyTorch's default initialisation, as the reference repository). `bias=False`: no bias anywhere in the layer;
+`predictor_bias` (default: `bias`) sets the predictors' apart (a residual network's convolutions have none, its
+predictors do, as in the DCN papers).
     `backend` picks the op
     ("torchvision", "gather" or "cpp", see models/deform_ops); all compute the same function on the same
     parameters, so checkpoints move freely between them.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1, dilation=1, modulated=False, learn_offsets=True,
-                 backend="gather", bias=True, zero_predictors=True):
+                 backend="gather", bias=True, zero_predictors=True, predictor_bias=None):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding, self.dilation = map(_pair, (kernel_size, stride, padding, dilation))
@@ -41,12 +43,13 @@ class DeformableConv(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
         taps = self.kernel_size[0] * self.kernel_size[1]
-        self.offset = nn.Conv2d(in_channels, 2 * taps, kernel_size, stride, padding, dilation, bias=bias) if learn_offsets else None
-        self.mask = nn.Conv2d(in_channels, taps, kernel_size, stride, padding, dilation, bias=bias) if modulated else None
+        predictor_bias = bias if predictor_bias is None else predictor_bias
+        self.offset = nn.Conv2d(in_channels, 2 * taps, kernel_size, stride, padding, dilation, bias=predictor_bias) if learn_offsets else None
+        self.mask = nn.Conv2d(in_channels, taps, kernel_size, stride, padding, dilation, bias=predictor_bias) if modulated else None
         for predictor in (self.offset, self.mask):
             if predictor is not None and zero_predictors:
                 nn.init.zeros_(predictor.weight)
-                if bias:
+                if predictor_bias:
                     nn.init.zeros_(predictor.bias)
 
     def predictor_parameters(self):

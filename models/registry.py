@@ -15,9 +15,15 @@ class Variant:
     offsets: bool = False  # learns sampling offsets (False with deformable: offsets fixed at zero, mask only)
     modulated: bool = False  # learns a modulation mask (DCNv2)
     dilation: int = 1  # of the plain convolutions (padding = dilation: same output size)
-    layers: str = "all"  # which conv blocks are deformable unless the config's deformable_layers says: "all" or "last"
+    layers: str = "all"  # which units it changes unless the config's deformable_layers (or the network) says: "all" or "last"
     match_params: Optional[str] = None  # widen this plain network to that variant's parameter count (within 3 %)
     legacy_id: Optional[int] = None  # the integer `model_type` older configs and checkpoints use
+
+    @property
+    def takes_layers(self):
+        """`deformable_layers` concerns it: it changes the selected layers (deformable or dilated), or matches the
+        parameter count of a variant that deforms them."""
+        return self.deformable or self.dilation > 1 or self.match_params is not None
 
     @property
     def family(self):
@@ -58,11 +64,42 @@ def variant(value):
     return VARIANTS[variant_name(value)]
 
 
-def deformable_blocks(name, blocks, deformable_layers=None):
-    """1-based indices of the conv blocks (of `blocks`) that are deformable: none for a plain variant, else
-    `deformable_layers` ("all", "last" or a list of indices) or the variant's own default."""
+@dataclass(frozen=True)
+class Network:
+    """A network every variant can be built in: `conv_ch` lists the widths of its units, and `deformable_layers`
+    names units by number from 1 (the stem, where a network has one, is never changed)."""
+    name: str
+    widths: tuple  # conv_ch when a config names the network and no widths
+    unit: str  # what one entry of conv_ch is: a conv "block" or a residual "stage"
+    units: Optional[int] = None  # the number of units it must have (None: any)
+    layers: Optional[str] = None  # which units a variant changes when deformable_layers is null; None: the variant's own
+
+
+NETWORKS = {n.name: n for n in (
+    # The small CNN of the question: conv 3x3 -> BatchNorm per entry of conv_ch (models/convnet.py).
+    Network("convnet", (64, 128), "block"),
+    # He et al. 2016's CIFAR ResNet-20: a stem, then 3 stages of 3 basic blocks (models/resnet.py); the DCN papers put
+    # deformable layers in the later stages, so a variant changes the last stage unless deformable_layers says.
+    Network("resnet20", (16, 32, 64), "stage", units=3, layers="last"),
+)}
+DEFAULT_NETWORK = "convnet"
+
+
+def network_problem(network, conv_ch):
+    """The rule between network and conv_ch; the problem, or None."""
+    spec = NETWORKS[network]
+    if spec.units is not None and len(conv_ch) != spec.units:
+        return (f'"conv_ch" {conv_ch} has {len(conv_ch)} entries, but {network} has {spec.units} {spec.unit}s: give {spec.units} widths, '
+                f"e.g. {list(spec.widths)}, or leave conv_ch out")
+    return None
+
+
+def changed_units(name, units, deformable_layers=None, network=DEFAULT_NETWORK):
+    """1-based indices of the units (conv blocks or stages, of `units`) that variant `name` changes: none for the plain
+    and the parameter-matched variants, else `deformable_layers` ("all", "last" or a list of indices), or the network's
+    choice, or the variant's own."""
     spec = variant(name)
-    if not spec.deformable:
+    if not (spec.deformable or spec.dilation > 1):
         return []
-    which = spec.layers if deformable_layers is None else deformable_layers
-    return list(range(1, blocks + 1)) if which == "all" else [blocks] if which == "last" else sorted(which)
+    which = deformable_layers if deformable_layers is not None else NETWORKS[network].layers or spec.layers
+    return list(range(1, units + 1)) if which == "all" else [units] if which == "last" else sorted(which)

@@ -110,8 +110,8 @@ def test_an_unknown_override_suggests_the_closest(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("variant, layers, message", [
-    ("DeformConv2d", [3], '"deformable_layers" [3] names a block beyond the 2 conv blocks of conv_ch [8, 16]'),
-    ("Conv2d", "last", '"deformable_layers" is set but Conv2d has no deformable layers; remove it or pick a deformable variant'),
+    ("DeformConv2d", [3], '"deformable_layers" [3] names a block beyond the 2 blocks of conv_ch [8, 16]'),
+    ("Conv2d", "last", '"deformable_layers" is set but Conv2d changes no layers; remove it or pick a deformable, dilated or parameter-matched variant'),
 ])
 def test_deformable_layers_must_fit_the_model(tmp_path, capsys, variant, layers, message):
     path = write_config(tmp_path / "c.json", make_train_config(tmp_path, variant, deformable_layers=layers))

@@ -74,16 +74,39 @@ def test_offset_figure_for_deformable_checkpoints(tmp_path, synthetic_data, vari
     assert ("mask_mean" in report["layers"][0]) == (variant == "DeformConv2dv2")
 
 
-@pytest.mark.parametrize("inputs", ["standardized", "unit"])
-def test_the_offsets_shown_are_the_ones_the_forward_pass_samples_with(inputs):
-    """offsets_and_masks walks the blocks itself: it must feed them what forward() does (standardized images)."""
+def test_offset_figure_for_a_resnet_is_drawn_on_its_last_stage(tmp_path, synthetic_data):
+    cfg = make_train_config(tmp_path, "DeformConv2dv2", num_epoch=1, network="resnet20", conv_ch=[4, 8, 16])
+    assert run_script("train", "DeformConv2dv2", write_config(tmp_path / "t.json", cfg)) == 0
+    report = visualize(tmp_path / "run/train/weights.pth", None, False, [0], None, tmp_path / "o.png", summary_images=20)
+    assert report["location"] == [4, 4] and [row["layer"] for row in report["layers"]] == [1, 2, 3, 4, 5, 6]  # the 8x8 grid's centre
+    with pytest.raises(UserError, match="outside the 8x8 output grid of the last deformable layer"):
+        visualize(tmp_path / "run/train/weights.pth", None, False, [0], (16, 16), tmp_path / "o2.png", summary_images=20)
+
+
+def test_sampling_points_on_a_coarser_grid_are_drawn_at_the_pixels_they_stand_for():
     import torch
 
-    from models.network import ConvNet
+    from models.deformable_conv import DeformableConv
+    from utils.experiments.offsets import sampling_points
+
+    layer = DeformableConv(2, 2, 3)
+    off = torch.zeros(1, 9, 2, 8, 8)
+    off[0, :, 1] = 0.5  # every tap half a grid step to the right
+    points, weights = sampling_points([(layer, off, None)], 0, 4, 4, stride=4)
+    grid = [(4 + i, 4 + j + 0.5) for i in (-1, 0, 1) for j in (-1, 0, 1)]
+    assert points.tolist() == [[y * 4 + 1.5, x * 4 + 1.5] for y, x in grid] and weights.tolist() == [1.0] * 9
+
+
+@pytest.mark.parametrize("network, inputs", [("convnet", "standardized"), ("convnet", "unit"), ("resnet20", "standardized")])
+def test_the_offsets_shown_are_the_ones_the_forward_pass_samples_with(network, inputs):
+    """offsets_and_masks must give each layer what forward() gives it (standardized images, the residual path)."""
+    import torch
+
+    from models.factory import build_model
     from utils.experiments.offsets import offsets_and_masks
 
     torch.manual_seed(0)
-    model = ConvNet("DeformConv2dv2", [4, 8], inputs=inputs, zero_predictors=False).eval()
+    model = build_model("DeformConv2dv2", [4, 8] if network == "convnet" else [4, 8, 8], network=network, inputs=inputs, zero_predictors=False).eval()
     seen = []
     for layer in model.deformable_convs():
         layer.register_forward_hook(lambda m, inp, out: seen.append(m.predict(inp[0])))

@@ -10,7 +10,7 @@ from conftest import make_train_config, run_script, write_config
 
 from models.deform_ops import NonFiniteArgument, deform_conv2d
 from models.deform_ops.cpp import fused_deform_conv2d, fused_deform_conv2d_backward
-from models.network import ConvNet
+from models.factory import build_model
 
 pytestmark = pytest.mark.usefixtures("cpp_kernel")
 
@@ -51,7 +51,7 @@ def test_opcheck_backward(shape):
 def perturbed_model(variant, dtype=torch.float64):
     """A small network with non-zero offsets (the predictors start at zero, which would hide sampling errors)."""
     torch.manual_seed(0)
-    model = ConvNet(variant, [8, 16], backend="cpp").to(dtype)
+    model = build_model(variant, [8, 16], backend="cpp").to(dtype)
     with torch.no_grad():
         for conv in model.deformable_convs():
             for p in conv.predictor_parameters():

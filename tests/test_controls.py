@@ -9,7 +9,8 @@ from conftest import make_test_config, make_train_config, run_script, synthetic_
 from torch import nn
 
 from models.deformable_conv import DeformableConv
-from models.network import ConvNet, count_parameters
+from models.factory import build_model
+from models.network import count_parameters
 from models.registry import BASE, VARIANTS
 from utils.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from utils.engine.robustness import TRANSFORMS, checksum, transformed
@@ -17,14 +18,14 @@ from utils.engine.robustness import TRANSFORMS, checksum, transformed
 
 @pytest.mark.parametrize("conv_ch", [[64, 128], [32, 64], [16, 32, 64], [8]])
 def test_the_parameter_matched_control_is_within_3_percent(conv_ch):
-    target = count_parameters(ConvNet("DeformConv2dv2", conv_ch))
-    matched = count_parameters(ConvNet("Conv2d-params", conv_ch))
+    target = count_parameters(build_model("DeformConv2dv2", conv_ch))
+    matched = count_parameters(build_model("Conv2d-params", conv_ch))
     assert abs(matched - target) / target <= 0.03, (matched, target)
-    assert all(isinstance(m, nn.Conv2d) for m in ConvNet("Conv2d-params", conv_ch).features if not isinstance(m, (nn.BatchNorm2d, nn.ReLU)))
+    assert all(isinstance(m, nn.Conv2d) for m in build_model("Conv2d-params", conv_ch).features if not isinstance(m, (nn.BatchNorm2d, nn.ReLU)))
 
 
 def test_the_dilated_control_keeps_the_output_size():
-    convs = [m for m in ConvNet("Conv2d-dilated", [4, 8]).features if isinstance(m, nn.Conv2d)]
+    convs = [m for m in build_model("Conv2d-dilated", [4, 8]).features if isinstance(m, nn.Conv2d)]
     assert [(c.dilation, c.padding) for c in convs] == [((2, 2), (2, 2))] * 2
     assert convs[0](torch.randn(1, 3, 32, 32)).shape == (1, 4, 32, 32)
 
@@ -32,19 +33,19 @@ def test_the_dilated_control_keeps_the_output_size():
 @pytest.mark.parametrize("variant, deformable", [("DeformConv2d-last", [False, True]), ("DeformConv2dv2-last", [False, True]),
                                                  ("DeformConv2d", [True, True]), ("Conv2d", [False, False])])
 def test_which_blocks_are_deformable(variant, deformable):
-    convs = [m for m in ConvNet(variant, [4, 8]).features if isinstance(m, (nn.Conv2d, DeformableConv))]
+    convs = [m for m in build_model(variant, [4, 8]).features if isinstance(m, (nn.Conv2d, DeformableConv))]
     assert [isinstance(m, DeformableConv) for m in convs] == deformable
 
 
 def test_deformable_layers_overrides_the_variant_and_rebuilds_from_the_checkpoint():
-    model = ConvNet("DeformConv2d", [4, 8, 16], deformable_layers=[1, 3])
+    model = build_model("DeformConv2d", [4, 8, 16], deformable_layers=[1, 3])
     assert [isinstance(m, DeformableConv) for m in model.features if isinstance(m, (nn.Conv2d, DeformableConv))] == [True, False, True]
-    again = ConvNet(**model.model_args)
+    again = build_model(**model.model_args)
     again.load_state_dict(model.state_dict())  # same parameters: rebuilt from its own arguments
 
 
 def test_mask_only_has_no_offset_predictor_and_zero_offsets():
-    layer = ConvNet("DeformConv2dv2-mask-only", [4, 8]).deformable_convs()[0]
+    layer = build_model("DeformConv2dv2-mask-only", [4, 8]).deformable_convs()[0]
     assert layer.offset is None and layer.mask is not None
     offset, mask = layer.predict(torch.randn(2, 3, 8, 8))
     assert offset.shape == (2, 18, 8, 8) and not offset.any() and mask.shape == (2, 9, 8, 8)
@@ -81,7 +82,7 @@ def test_a_control_runs_through_its_models_scripts(tmp_path, synthetic_data):
     assert run_script("train", "Conv2d", cfg, "--set", "variant=Conv2d-params") == 0
     assert run_script("test", "Conv2d", write_config(tmp_path / "test.json", make_test_config(tmp_path, epoch=1))) == 0
     metrics = json.loads((tmp_path / "run/test/metrics.json").read_text())
-    assert metrics["variant"] == "Conv2d-params" and metrics["parameters"] == count_parameters(ConvNet("Conv2d-params", [8, 16]))
+    assert metrics["variant"] == "Conv2d-params" and metrics["parameters"] == count_parameters(build_model("Conv2d-params", [8, 16]))
 
 
 def test_transformed_test_sets_are_the_same_bytes_every_time():

@@ -11,7 +11,7 @@ from conftest import make_test_config, make_train_config, run_script, write_conf
 from test_deform_ops import CASES, both, random_inputs
 
 from models.deform_ops import NonFiniteArgument, deform_conv2d
-from models.network import ConvNet
+from models.factory import build_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -72,7 +72,7 @@ def test_argument_rules_hold_for_gpu_tensors():
 @pytest.mark.parametrize("backend", ["gather", "torchvision"])
 def test_model_on_cuda_computes_what_it_computes_on_cpu(variant, backend):
     torch.manual_seed(0)
-    model = ConvNet(variant, [8, 16], backend=backend).double()
+    model = build_model(variant, [8, 16], backend=backend).double()
     for p in model.parameters():  # predictors away from zero, so the sampling really moves
         p.data.add_(0.05 * torch.randn_like(p))
     x = torch.randn(4, 3, 32, 32, dtype=torch.float64)

@@ -10,7 +10,7 @@ import torchvision
 from conftest import ROOT
 
 from models.deform_ops import cpp, deform_conv2d
-from models.network import ConvNet
+from models.factory import build_model
 from utils.engine.device import backend_note, resolve_backend
 from utils.plumbing.errors import UserError
 
@@ -158,7 +158,7 @@ def test_a_failing_compiler_is_caught_not_raised(tmp_path):
 def test_checkpoint_moves_between_backends(variant, any_backend):
     torch.manual_seed(0)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
-    model = ConvNet(variant, [4, 8], backend="gather")
+    model = build_model(variant, [4, 8], backend="gather")
     opt = torch.optim.AdamW(model.parameters(), lr=0.05)
     for _ in range(3):  # a few steps so that offsets (and masks) are no longer zero
         opt.zero_grad()
@@ -166,7 +166,7 @@ def test_checkpoint_moves_between_backends(variant, any_backend):
         opt.step()
     assert model.features[0].offset.weight.abs().sum() > 0
     model.eval()
-    other = ConvNet(variant, [4, 8], backend=any_backend)
+    other = build_model(variant, [4, 8], backend=any_backend)
     other.load_state_dict(model.state_dict())
     other.eval()
     with torch.no_grad():

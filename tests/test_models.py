@@ -5,14 +5,15 @@ from torch import nn
 
 from models.deform_ops import deform_conv2d
 from models.deformable_conv import DeformableConv
-from models.network import ConvNet, count_parameters
+from models.factory import build_model
+from models.network import count_parameters
 from models.registry import VARIANTS, variant_name
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("conv_ch", [[8], [8, 16], [4, 8, 16]])
 def test_output_shape(variant, conv_ch):
-    model = ConvNet(variant, conv_ch)
+    model = build_model(variant, conv_ch)
     assert model(torch.randn(5, 3, 32, 32)).shape == (5, 10)
     convs = [m for m in model.features if isinstance(m, (nn.Conv2d, DeformableConv))]
     assert len(convs) == len(conv_ch)
@@ -46,11 +47,11 @@ def test_mask_of_ones_equals_v1(any_backend):
 
 def test_predictors_start_at_zero_and_parameter_counts():
     for variant in ("DeformConv2d", "DeformConv2dv2"):
-        for m in ConvNet(variant, [8, 16]).deformable_convs():
+        for m in build_model(variant, [8, 16]).deformable_convs():
             preds = [m.offset] + ([m.mask] if m.modulated else [])
             assert all(float(p.weight.detach().abs().sum() + p.bias.detach().abs().sum()) == 0 for p in preds)
             assert m.offset.out_channels == 18 and (m.mask is None) == (variant == "DeformConv2d")
-    plain, v1, v2 = (count_parameters(ConvNet(v, [64, 128])) for v in ("Conv2d", "DeformConv2d", "DeformConv2dv2"))
+    plain, v1, v2 = (count_parameters(build_model(v, [64, 128])) for v in ("Conv2d", "DeformConv2d", "DeformConv2dv2"))
     assert (plain, v1, v2) == (77_322, 88_212, 93_657)  # the README's table
     assert v1 - plain == (3 * 9 + 1) * 18 + (64 * 9 + 1) * 18  # two offset predictors
 
@@ -84,7 +85,7 @@ def test_predict_gives_the_offsets_and_mask_forward_uses(modulated):
 
 
 def test_printed_layer_shows_its_predictors():
-    text = str(ConvNet("DeformConv2dv2", [4, 8], backend="gather"))
+    text = str(build_model("DeformConv2dv2", [4, 8], backend="gather"))
     assert ("(0): DeformableConv(\n      3, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), modulated=True, learn_offsets=True, "
             "backend=gather\n"
             "      (offset): Conv2d(3, 18, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))\n"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import ROOT, synthetic_set
 
-from models.network import ConvNet
+from models.factory import build_model
 from utils.engine import export as export_mod
 from utils.engine.checkpoint import save_weights
 from utils.engine.data import to_unit
@@ -18,10 +18,10 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 
-def trained_looking_checkpoint(path, variant):
+def trained_looking_checkpoint(path, variant, network="convnet"):
     """Weights with non-zero offset and mask predictors (fresh ones are zero, which would hide a wrong layout)."""
     torch.manual_seed(0)
-    model = ConvNet(variant, [8, 16])
+    model = build_model(variant, [8, 16] if network == "convnet" else [4, 8, 16], network=network)
     with torch.no_grad():
         for conv in model.deformable_convs():
             for p in conv.predictor_parameters():
@@ -31,9 +31,11 @@ def trained_looking_checkpoint(path, variant):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant, deform_convs", [("Conv2d", 0), ("DeformConv2d", 2), ("DeformConv2dv2", 2), ("DeformConv2dv2-last", 1)])
-def test_onnx_runtime_gives_pytorch_logits_at_any_batch_size(tmp_path, variant, deform_convs):
-    model = trained_looking_checkpoint(tmp_path / "w.pth", variant)
+@pytest.mark.parametrize("variant, network, deform_convs", [("Conv2d", "convnet", 0), ("DeformConv2d", "convnet", 2), ("DeformConv2dv2", "convnet", 2),
+                                                      ("DeformConv2dv2-last", "convnet", 1),
+                                                      ("DeformConv2dv2", "resnet20", 6)])  # its last stage: stride 2, option-A shortcuts
+def test_onnx_runtime_gives_pytorch_logits_at_any_batch_size(tmp_path, variant, network, deform_convs):
+    model = trained_looking_checkpoint(tmp_path / "w.pth", variant, network)
     export_mod.export_onnx(tmp_path / "w.pth", tmp_path / "m.onnx")
     proto = onnx.load(tmp_path / "m.onnx")
     onnx.checker.check_model(proto, full_check=True)
@@ -46,7 +48,7 @@ def test_onnx_runtime_gives_pytorch_logits_at_any_batch_size(tmp_path, variant, 
         logits = session.run(None, {"images": images.numpy()})[0]
         with torch.no_grad():
             expected = model(images).numpy()
-        assert logits.shape == (batch, 10) and np.abs(logits - expected).max() <= 1e-4
+        assert logits.shape == (batch, 10) and np.abs(logits - expected).max() <= export_mod.tolerance(torch.from_numpy(expected))
 
 
 def test_verify_compares_accuracy_image_by_image(tmp_path, synthetic_data, capsys):
@@ -60,6 +62,11 @@ def test_verify_compares_accuracy_image_by_image(tmp_path, synthetic_data, capsy
         predictions = model(to_unit(synthetic_set(50, seed=2).images, "cpu")).argmax(1)
     assert result["pytorch_accuracy"] == int((predictions == labels).sum()) / 50  # the accuracy of these very images
     assert "verify on 50 test images: ONNX Runtime accuracy" in capsys.readouterr().out
+    # A file that computes something else is refused: logits 1e-3 x their scale apart are beyond the tolerance.
+    with torch.no_grad():
+        model.classifier.bias += 1e-3 * model(to_unit(synthetic_set(50, seed=2).images, "cpu")).abs().max()
+    with pytest.raises(UserError, match="ONNX Runtime and PyTorch disagree .* times the tolerance"):
+        export_mod.verify(tmp_path / "m.onnx", model, str(tmp_path), batch_size=16)
 
 
 def export_cli(*args):

@@ -7,7 +7,7 @@ import torch
 from conftest import ROOT, make_test_config, make_train_config, needs_real_data, run_script, write_config
 from test_compare_and_offsets import tiny_compare_config
 
-from models.network import ConvNet
+from models.factory import build_model
 from utils.engine import data as data_mod
 from utils.engine import train as train_mod
 from utils.engine.checkpoint import load_checkpoint, model_from_checkpoint
@@ -29,7 +29,7 @@ def test_precise_bn_is_the_plain_average_of_the_batch_statistics(synthetic_data)
     """Every batch counts the same (a last, smaller batch not at all), the running statistics before do not count,
     and the weights are not touched."""
     torch.manual_seed(0)
-    model = ConvNet("Conv2d", [4, 8])
+    model = build_model("Conv2d", [4, 8])
     first = bn_layers(model)[0]
     first.running_mean.fill_(100.0)  # stale statistics: must be forgotten
     weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
@@ -120,13 +120,13 @@ def reference_state(model):
 @pytest.mark.parametrize("variant", ["Conv2d", "DeformConv2d", "DeformConv2dv2"])
 def test_a_reference_state_dict_is_read_into_the_same_network(tmp_path, synthetic_data, variant):
     torch.manual_seed(0)
-    model = ConvNet(variant, [4, 8], bias=False, inputs="unit", zero_predictors=False).eval()
+    model = build_model(variant, [4, 8], bias=False, inputs="unit", zero_predictors=False).eval()
     path = tmp_path / "model_30.pth"
     torch.save(reference_state(model), path)
     with pytest.raises(UserError, match="does not say its model"):
         load_checkpoint(path)
     state = load_checkpoint(path, variant=variant)
-    assert state["model_args"] == {"variant": variant, "conv_ch": [4, 8], "deformable_layers": None, "bias": False, "inputs": "unit"}
+    assert state["model_args"] == {"variant": variant, "conv_ch": [4, 8], "deformable_layers": None, "bias": False, "inputs": "unit", "network": "convnet"}
     again = model_from_checkpoint(state, path, "gather").eval()
     x = torch.rand(3, 3, 32, 32)
     torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
@@ -162,8 +162,8 @@ def test_the_reference_weights_test_to_their_counts(tmp_path, real_data, variant
 
 def test_inputs_unit_feeds_the_images_unstandardized():
     torch.manual_seed(0)
-    standardized = ConvNet("Conv2d", [4, 8]).eval()
-    unit = ConvNet("Conv2d", [4, 8], inputs="unit").eval()
+    standardized = build_model("Conv2d", [4, 8]).eval()
+    unit = build_model("Conv2d", [4, 8], inputs="unit").eval()
     unit.load_state_dict(standardized.state_dict())
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(unit((x - standardized.mean) / standardized.std), standardized(x))
@@ -172,12 +172,12 @@ def test_inputs_unit_feeds_the_images_unstandardized():
 
 @pytest.mark.parametrize("variant", ["Conv2d", "DeformConv2dv2"])
 def test_bias_false_and_default_predictor_init(variant):
-    names = [n for n, _ in ConvNet(variant, [4, 8], bias=False).named_parameters()]
+    names = [n for n, _ in build_model(variant, [4, 8], bias=False).named_parameters()]
     assert not any(n.endswith("bias") for n in names if not n.startswith(("classifier", "features.1", "features.4")))
     assert any(n.endswith("bias") for n in names if n.startswith("features.1"))  # BatchNorm keeps its shift
     if variant == "DeformConv2dv2":
-        zero = ConvNet(variant, [4, 8]).features[0]
-        default = ConvNet(variant, [4, 8], zero_predictors=False).features[0]
+        zero = build_model(variant, [4, 8]).features[0]
+        default = build_model(variant, [4, 8], zero_predictors=False).features[0]
         assert zero.offset.weight.abs().sum() == 0 and default.offset.weight.abs().sum() > 0 and default.mask.weight.abs().sum() > 0
 
 
@@ -199,7 +199,7 @@ def test_validating_in_train_mode_moves_only_the_batchnorm_statistics(tmp_path, 
     b = load_checkpoint(tmp_path / "b/run/train/weights.pth")["model"]
     stats = [k for k in a if "running" in k or "num_batches" in k]
     assert all(torch.equal(a[k], b[k]) for k in a if k not in stats)
-    model = ConvNet("Conv2d", [8, 16])
+    model = build_model("Conv2d", [8, 16])
     model.load_state_dict(a)
     _, val = data_mod.Split.of(plain).draw(data_mod.load_cifar10(None, True, False))
     model.train()

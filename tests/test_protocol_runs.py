@@ -87,11 +87,11 @@ def test_a_partial_run_resumes_and_reports_progress(tmp_path, synthetic_data, mo
     real = train_mod.train_one_epoch
     calls = []
 
-    def stop_in_epoch_2(model, optimizer, batches, epoch, num_epoch):
+    def stop_in_epoch_2(model, optimizer, schedule, batches, epoch, num_epoch):
         calls.append(epoch)
         if epoch == 2 and len(calls) == 2:
             raise KeyboardInterrupt
-        return real(model, optimizer, batches, epoch, num_epoch)
+        return real(model, optimizer, schedule, batches, epoch, num_epoch)
 
     monkeypatch.setattr(train_mod, "train_one_epoch", stop_in_epoch_2)
     cfg = tiny_compare_config(tmp_path, seeds=[0], models=["Conv2d", "DeformConv2dv2"])
@@ -227,10 +227,10 @@ def test_keep_commits_finished_runs_and_the_checkpoint_in_progress(tmp_path, syn
 
     one_epoch = train_mod.train_one_epoch
 
-    def ctrl_c_in_epoch_2(model, optimizer, batches, epoch, num_epoch):
+    def ctrl_c_in_epoch_2(model, optimizer, schedule, batches, epoch, num_epoch):
         if epoch == 2:
             raise KeyboardInterrupt
-        return one_epoch(model, optimizer, batches, epoch, num_epoch)
+        return one_epoch(model, optimizer, schedule, batches, epoch, num_epoch)
 
     monkeypatch.setattr(train_mod, "train_one_epoch", ctrl_c_in_epoch_2)
     with pytest.raises(UserError, match="interrupted in epoch 2"):

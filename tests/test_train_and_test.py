@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import make_test_config, make_train_config, run_script, write_config
 
-from models.network import ConvNet
+from models.factory import build_model
 from utils.engine import train as train_mod
 from utils.engine.checkpoint import load_checkpoint
 from utils.engine.data import Batches, split_train_val
@@ -33,7 +33,11 @@ def test_train_then_test_writes_everything(tmp_path, synthetic_data, variant, ca
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[-1]["train_loss"] < history[0]["train_loss"]  # a short run lowers the loss
     state = load_checkpoint(train_dir / "ckpt/model_3.pth")
-    assert state["model_args"] == {"variant": variant, "conv_ch": [8, 16], "deformable_layers": None, "bias": True, "inputs": "standardized"}
+    assert state["model_args"] == {"variant": variant, "conv_ch": [8, 16], "deformable_layers": None, "bias": True, "inputs": "standardized",
+                                   "network": "convnet"}
+    # The file leaves out what later keys hold at their defaults, so it is the file an earlier version wrote.
+    stored = torch.load(train_dir / "ckpt/model_3.pth", weights_only=True)
+    assert "network" not in stored["model_args"] and not {"network", "optimizer", "lr_schedule", "augmentation"} & set(stored["config"])
     assert state["config"]["num_epoch"] == 3
     weights = load_checkpoint(train_dir / "weights.pth")
     assert set(weights) == {"format", "model_args", "epoch", "model", "config"}  # no optimizer state
@@ -56,7 +60,7 @@ def test_validation_loss_is_over_the_validation_split_alone(tmp_path, synthetic_
     assert run_script("train", "Conv2d", write_config(tmp_path / "t.json", raw)) == 0
     history = json.loads((tmp_path / "run/train/history.json").read_text())
     state = load_checkpoint(tmp_path / "run/train/ckpt/model_1.pth")
-    model = ConvNet("Conv2d", [8, 16])
+    model = build_model("Conv2d", [8, 16])
     model.load_state_dict(state["model"])
     cfg = parse_config(raw, TrainConfig)
     _, val = split_train_val(train_mod.data_mod.load_cifar10(None, True, False), cfg.test_size, cfg.random_seed)
@@ -105,10 +109,10 @@ def test_resume_of_a_finished_run_says_how_to_extend(tmp_path, synthetic_data, c
 def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, synthetic_data, monkeypatch, capsys):
     real = train_mod.train_one_epoch
 
-    def interrupt_in_epoch_2(model, optimizer, batches, epoch, num_epoch):
+    def interrupt_in_epoch_2(model, optimizer, schedule, batches, epoch, num_epoch):
         if epoch == 2:
             raise KeyboardInterrupt
-        return real(model, optimizer, batches, epoch, num_epoch)
+        return real(model, optimizer, schedule, batches, epoch, num_epoch)
 
     monkeypatch.setattr(train_mod, "train_one_epoch", interrupt_in_epoch_2)
     cfg = write_config(tmp_path / "t.json", make_train_config(tmp_path, num_epoch=3))
@@ -216,7 +220,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, sy
     from utils.engine.checkpoint import save_checkpoint
 
     with pytest.raises(OSError):
-        save_checkpoint(last, ConvNet("Conv2d", [8, 16]), None, 5, [], {})
+        save_checkpoint(last, build_model("Conv2d", [8, 16]), None, 5, [], {})
     monkeypatch.setattr(torch, "save", real_save)
     assert last.read_bytes() == good
     assert not [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]

@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from models.network import ConvNet, count_parameters, make_conv, matched_widths
+from models.factory import CLASSES, build_model, matched_widths
+from models.network import count_parameters, make_conv
 from models.registry import VARIANTS
-from utils.cost.op import layer_breakdown_rows, op_inference_rows
+from utils.cost.op import layer_breakdown_rows, op_inference_rows, perturb_predictors
 from utils.cost.report import render_markdown
 from utils.engine import data as data_mod
 from utils.engine.device import resolve_backend, resolve_device, usable_backends
@@ -58,12 +59,11 @@ def measure_variant(variant, backend, compiled, cfg_dict, device_name):
     base_rss = peak_rss_mb()
 
     # The layer alone: the last conv of the network, on its real input size.
-    in_ch = conv_ch[-2] if len(conv_ch) > 1 else 3
-    layer = make_conv(variant, in_ch, conv_ch[-1], backend).to(device)
-    with torch.no_grad():  # non-zero offsets, as after training (zero offsets hit the same code paths anyway)
-        for p in getattr(layer, "offset", torch.nn.Identity()).parameters():
-            p.normal_(0, 0.01)
-    lx = torch.randn(bs, in_ch, 32, 32, device=device, requires_grad=True)
+    in_ch, out_ch, size = CLASSES[cfg_dict["network"]].last_conv_shape(conv_ch)
+    layer = make_conv(variant, in_ch, out_ch, backend).to(device)
+    if hasattr(layer, "predictor_parameters"):  # non-zero offsets and masks, as after training (zero ones hit the same code paths anyway)
+        perturb_predictors(layer)
+    lx = torch.randn(bs, in_ch, size, size, device=device, requires_grad=True)
 
     def layer_forward():
         with torch.no_grad():
@@ -72,7 +72,7 @@ def measure_variant(variant, backend, compiled, cfg_dict, device_name):
     def layer_forward_backward():
         run_layer(lx).sum().backward()
 
-    model = ConvNet(variant, conv_ch, backend=backend).to(device)
+    model = build_model(variant, conv_ch, network=cfg_dict["network"], backend=backend).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     run_layer, run_model = (torch.compile(layer), torch.compile(model)) if compiled else (layer, model)
 
@@ -129,7 +129,7 @@ def data_pipeline_share(cfg, device):
         source = "random images (CIFAR-10 not found)"
     subset = full.subset(torch.arange(min(len(full), cfg.batch_size * cfg.data_batches)))
     batches = data_mod.Batches(subset, cfg.batch_size, device, shuffle=True, seed=0)
-    model = ConvNet("Conv2d", cfg.conv_ch).to(device)
+    model = build_model("Conv2d", cfg.conv_ch, network=cfg.network).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     model.train()
     data_s = model_s = 0.0
@@ -167,6 +167,7 @@ def environment(cfg, device):
         "python": platform.python_version(),
         "auto_backend": resolve_backend("auto", device),
         "batch_size": cfg.batch_size,
+        "network": cfg.network,
         "conv_ch": list(cfg.conv_ch),
         "warmup": cfg.warmup,
         "repeats": cfg.repeats,
@@ -218,16 +219,16 @@ def run_benchmark(cfg):
         for key in ("layer_forward_ms", "layer_forward_backward_ms", "model_forward_ms", "model_forward_backward_ms", "train_step_ms"):
             row[key.replace("_ms", "_vs_conv2d")] = row[key] / base[key]
     pipeline = data_pipeline_share(cfg, device)
-    in_ch = cfg.conv_ch[-2] if len(cfg.conv_ch) > 1 else 3  # the layer the rows above measure
-    op_rows = op_inference_rows(cfg.batch_size, in_ch, cfg.conv_ch[-1], 32, backends, median_ms, cfg.warmup, cfg.repeats) if device.type == "cpu" else []
+    in_ch, out_ch, size = CLASSES[cfg.network].last_conv_shape(cfg.conv_ch)  # the layer the rows above measure
+    op_rows = op_inference_rows(cfg.batch_size, in_ch, out_ch, size, backends, median_ms, cfg.warmup, cfg.repeats) if device.type == "cpu" else []
     env = environment(cfg, device)
-    matched = [{"model": m, "parameters": count_parameters(ConvNet(m, cfg.conv_ch)), "target": VARIANTS[m].match_params,
-                "target_parameters": count_parameters(ConvNet(VARIANTS[m].match_params, cfg.conv_ch)),
-                "widths": matched_widths(m, cfg.conv_ch)} for m in models if VARIANTS[m].match_params]
+    count = lambda name: count_parameters(build_model(name, cfg.conv_ch, network=cfg.network))  # noqa: E731
+    matched = [{"model": m, "parameters": count(m), "target": VARIANTS[m].match_params, "target_parameters": count(VARIANTS[m].match_params),
+                "widths": matched_widths({"variant": m, "conv_ch": cfg.conv_ch, "network": cfg.network})} for m in models if VARIANTS[m].match_params]
     result = {"environment": env, "results": rows, "data_pipeline": pipeline, "parameter_matched": matched,
-              "op_inference": {"shape": [cfg.batch_size, in_ch, cfg.conv_ch[-1], 32], "rows": op_rows}}
+              "op_inference": {"shape": [cfg.batch_size, in_ch, out_ch, size], "rows": op_rows}}
     deformable = [m for m in models if VARIANTS[m].deformable]
-    if device.type == "cpu" and "cpp" in backends and deformable:  # where the fastest backend's time goes
+    if device.type == "cpu" and "cpp" in backends and deformable and cfg.network == "convnet":  # where the fastest backend's time goes, per block
         result["layer_breakdown"] = layer_breakdown_rows(cfg.batch_size, cfg.conv_ch, deformable, "cpp", median_ms, cfg.warmup, cfg.repeats)
     stem = Path(cfg.outdir) / (cfg.report_name or "benchmark")
     write_json(stem.with_suffix(".json"), result)

@@ -1,6 +1,6 @@
 """The benchmark's Markdown report (result/benchmark.md): the measured table, the speed-ups over
 torchvision's op, the parameter-matched control's count and the data pipeline's share."""
-from models.registry import VARIANTS
+from models.registry import DEFAULT_NETWORK, VARIANTS
 
 
 def _speed(ratio):
@@ -8,11 +8,16 @@ def _speed(ratio):
     return f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
 
 
+def _network(env):
+    """The network the rows built, where it is not the default (reports from before the key read as they did)."""
+    return f"{env['network']} with " if env.get("network", DEFAULT_NETWORK) != DEFAULT_NETWORK else ""
+
+
 def render_markdown(result):
     env, rows, pipe = result["environment"], result["results"], result["data_pipeline"]
     matched = result.get("parameter_matched", [])
     lines = [
-        f"# Benchmark: batch {env['batch_size']}, 32x32 images, conv_ch {env['conv_ch']}",
+        f"# Benchmark: batch {env['batch_size']}, 32x32 images, {_network(env)}conv_ch {env['conv_ch']}",
         "",
         f"Device {env['device']} ({env['device_name']}), {env['torch_threads']} torch threads / {env['cpu_count']} CPUs, "
         f"torch {env['torch']}, torchvision {env['torchvision']}, Python {env['python']}. Median of {env['repeats']} runs "

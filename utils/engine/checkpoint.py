@@ -2,7 +2,7 @@
 
 Only tensors, numbers, strings, lists and dicts are stored, so `torch.load(weights_only=True)` can read
 them; a file that carries any other pickled object (which could run code when unpickled) is refused.
-The model is rebuilt from the checkpoint's own arguments: `ConvNet(**state["model_args"])`.
+The model is rebuilt from the checkpoint's own arguments: `build_model(**state["model_args"])`.
 Checkpoints written before variants had names (`model_type` 1/2/3 and `conv_ch` at the top level) load
 as well: they are read into the same `model_args`, completed with the defaults of arguments added since; so do
 the reference repository's files (utils/engine/reference.py), given the variant they hold.
@@ -13,7 +13,8 @@ import zipfile
 
 import torch
 
-from models.network import ConvNet, model_args
+from models.factory import build_model
+from models.network import model_args, stored_model_args
 from models.registry import variant_name
 from utils.engine import reference
 from utils.plumbing.errors import UserError
@@ -39,7 +40,7 @@ def save_checkpoint(path, model, optimizer, epoch, history, config):
 def save_weights(path, args, model_state, epoch, config):
     """A finished run's model alone (no optimizer state, history or RNG): ~0.4 MB, small enough to commit.
     Loads like any checkpoint (test scripts, visualize_offsets.py)."""
-    _save(path, {"model_args": dict(args), "epoch": epoch, "model": {k: v.detach().cpu() for k, v in model_state.items()}, "config": config})
+    _save(path, {"model_args": stored_model_args(args), "epoch": epoch, "model": {k: v.detach().cpu() for k, v in model_state.items()}, "config": config})
 
 
 def load_checkpoint(path, variant=None):
@@ -91,7 +92,7 @@ def check_model_args(state, path, wanted, source):
 def model_from_checkpoint(state, path, backend):
     """The network the checkpoint describes, with its weights."""
     try:
-        model = ConvNet(**state["model_args"], backend=backend)
+        model = build_model(**state["model_args"], backend=backend)
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"checkpoint {path} does not fit the network ({str(e).splitlines()[0]}); retrain or use another checkpoint")

@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
 from utils.plumbing.errors import UserError
@@ -116,12 +117,30 @@ def to_unit(images_uint8, device):
     return images_uint8.to(device, non_blocking=True).float() / 255.0
 
 
-class Batches:
-    """Iterates (images, labels) batches of an ImageSet on `device`; shuffled with its own seeded generator,
-    so the order of epoch e depends only on (seed, e), which also makes resumed runs reproduce exactly."""
+PAD = 4  # "crop-flip": a 32x32 crop of the image padded by 4 zero pixels a side (He et al. 2016, section 4.2)
 
-    def __init__(self, data, batch_size, device, shuffle=False, seed=0):
+
+def crop_flip(images, shifts, flips, pad=PAD):
+    """Random crop with `pad`-pixel zero padding, then horizontal flip, for a whole uint8 batch in one gather:
+    output pixel (y, x) of image i is its input pixel (y + dy_i, x + dx_i), zero outside the image, with x mirrored
+    (x -> W-1-x) where flips_i. `shifts` [N, 2] holds (dy, dx) in -pad..pad, `flips` [N] bools."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
+    rows = torch.arange(h) + pad + shifts[:, :1]  # [N, H]: the padded image's rows each output row reads
+    cols = torch.arange(w) + pad + shifts[:, 1:]  # [N, W]
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class Batches:
+    """Iterates (images, labels) batches of an ImageSet on `device`. Shuffled (and, with augmentation "crop-flip",
+    cropped and flipped) with a generator of its own seeded from (seed, epoch), so epoch e depends on nothing else:
+    resumed runs reproduce exactly, and no global random state is touched. The order is drawn first, so it is the
+    same with and without augmentation."""
+
+    def __init__(self, data, batch_size, device, shuffle=False, seed=0, augmentation="none"):
         self.data, self.batch_size, self.device, self.shuffle, self.seed = data, batch_size, device, shuffle, seed
+        self.augmentation = augmentation
         self.epoch = 0
 
     def __len__(self):
@@ -129,10 +148,14 @@ class Batches:
 
     def __iter__(self):
         n = len(self.data)
-        if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
-        else:
-            order = torch.arange(n)
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        if self.augmentation == "crop-flip":  # one draw per image position of this epoch
+            shifts = torch.randint(-PAD, PAD + 1, (n, 2), generator=generator)
+            flips = torch.rand(n, generator=generator) < 0.5
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
-            yield to_unit(self.data.images[idx], self.device), self.data.labels[idx].to(self.device, non_blocking=True)
+            images = self.data.images[idx]
+            if self.augmentation == "crop-flip":
+                images = crop_flip(images, shifts[start : start + self.batch_size], flips[start : start + self.batch_size])
+            yield to_unit(images, self.device), self.data.labels[idx].to(self.device, non_blocking=True)

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from models.network import count_parameters
+from models.network import count_parameters, stored_model_args
 from models.registry import VARIANTS
 from utils.engine import data as data_mod
 from utils.engine.checkpoint import check_model_args, load_checkpoint, model_from_checkpoint, save_weights
@@ -68,7 +68,7 @@ def run_test(cfg, script_variant=None):
     headline = precise or as_trained
     metrics = {
         "variant": name,
-        "model_args": state["model_args"],
+        "model_args": stored_model_args(state["model_args"]),
         "checkpoint": str(cfg.model),
         "checkpoint_epoch": state.get("epoch"),
         "parameters": count_parameters(model),

@@ -1,7 +1,7 @@
 """The training loop: data -> model -> loss -> optimizer step, epoch by epoch (train() and train_one_epoch()), with
 what surrounds it kept apart: starting or resuming (start, restore, clear), what each epoch saves (save_epoch,
 finish) and what a stop answers (Stops)."""
-import dataclasses
+import math
 import random
 import shutil
 import time
@@ -13,7 +13,8 @@ import torchvision
 from tqdm import tqdm
 
 from models.deform_ops import NonFiniteArgument
-from models.network import ConvNet, count_parameters, model_args
+from models.factory import build_model
+from models.network import count_parameters, model_args
 from utils.engine import data as data_mod
 from utils.engine.checkpoint import check_model_args, load_checkpoint, save_checkpoint, save_weights
 from utils.engine.device import backend_note, resolve_backend, resolve_device
@@ -36,28 +37,68 @@ def prepare_data(cfg):
 
 
 def group_learning_rates(cfg):
-    """AdamW's learning rate per parameter group: [all] or, with an offset_lr_mult, [others, predictors]."""
+    """The base learning rate per parameter group: [all] or, with an offset_lr_mult, [others, predictors]."""
     return [cfg.learning_rate] if cfg.offset_lr_mult == 1.0 else [cfg.learning_rate, cfg.learning_rate * cfg.offset_lr_mult]
 
 
 def make_optimizer(model, cfg):
-    """AdamW; the offset/mask predictors get their own group when offset_lr_mult is not 1 (one group
-    otherwise, so runs and checkpoints from before the key existed resume unchanged)."""
+    """AdamW, or SGD with Nesterov momentum 0.9 (weight decay as an L2 term, as He et al.); the offset/mask predictors
+    get their own group when offset_lr_mult is not 1 (one group otherwise, so runs and checkpoints from before the key
+    existed resume unchanged)."""
     predictors = {id(p) for p in model.predictor_parameters()}
     if cfg.offset_lr_mult == 1.0 or not predictors:
-        return torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    groups = [[p for p in model.parameters() if id(p) not in predictors], [p for p in model.parameters() if id(p) in predictors]]
-    return torch.optim.AdamW([{"params": ps, "lr": lr} for ps, lr in zip(groups, group_learning_rates(cfg))], weight_decay=cfg.weight_decay)
+        groups = [{"params": list(model.parameters())}]
+    else:
+        groups = [{"params": [p for p in model.parameters() if id(p) not in predictors]}, {"params": [p for p in model.parameters() if id(p) in predictors]}]
+    for group, lr in zip(groups, group_learning_rates(cfg)):
+        group["lr"] = lr
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+class Schedule:
+    """The learning rate of every optimizer step from (config, step) alone, so a resumed run continues exactly and
+    keeps no scheduler state: a linear warmup over `warmup_epochs` (step s of W at (s + 1) / W of the rate), then
+    the rate held ("constant") or decayed by a half cosine to zero at the end of the last epoch ("cosine").
+    Hand-written rather than torch.optim.lr_scheduler.LambdaLR: that class keeps a step count of its own, which a
+    resume would have to restore beside the optimizer; here the step is the loop's."""
+
+    def __init__(self, cfg, steps_per_epoch):
+        self.kind, self.base = cfg.lr_schedule, group_learning_rates(cfg)
+        self.warmup, self.total = cfg.warmup_epochs * steps_per_epoch, cfg.num_epoch * steps_per_epoch
+
+    def factor(self, step):
+        """The multiple of the configured rate at optimizer step `step` (0-based, counted over the whole run)."""
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - self.warmup) / max(1, self.total - self.warmup)))
+
+    def apply(self, optimizer, step):
+        for group, base in zip(optimizer.param_groups, self.base):
+            group["lr"] = base * self.factor(step)
 
 
 def resume_state(run, cfg):
-    """Model/optimizer/history of the latest finished epoch, checked against the config."""
+    """Model/optimizer/history of the latest finished epoch, checked against the config: the same model, every
+    result-shaping setting the same (a key the checkpoint's config lacks: its default), and with a learning-rate
+    schedule the same num_epoch, whose horizon shaped every step already taken."""
     if not run.last.exists():
         hint = (" (a finished run from another machine keeps only its final weights, not the optimizer state needed to continue it)"
                 if run.weights.exists() else "")
         raise UserError(f"--resume: no resumable checkpoint at {run.last}{hint}; start the run without --resume")
     state = load_checkpoint(run.last)
     check_model_args(state, run.last, model_args(cfg), "the config (--resume continues a run with the config it was started with)")
+    mismatch = cfg.settings_mismatch(state.get("config") or {})
+    if mismatch:
+        raise UserError(f"--resume: {run.root} {mismatch}; resume with the run's own settings, or start a new run (another outdir, or --overwrite)")
+    planned = (state.get("config") or {}).get("num_epoch", cfg.num_epoch)
+    if cfg.lr_schedule != "constant" and planned != cfg.num_epoch:
+        raise UserError(f"--resume: {run.root} was trained for a {planned}-epoch {cfg.lr_schedule} schedule, the config says num_epoch "
+                        f"{cfg.num_epoch}; the schedule shaped every step taken, so it cannot be extended or cut: resume with num_epoch "
+                        f"{planned}, or start a new run")
     if state["epoch"] > cfg.num_epoch or (state["epoch"] == cfg.num_epoch and run_status(run, cfg.num_epoch).state == "done"):
         raise UserError(f"--resume: the run in {run.root} already has {state['epoch']} epochs; raise num_epoch above {state['epoch']} to extend it")
     return state
@@ -79,22 +120,16 @@ def clear(run):
     run.record.unlink(missing_ok=True)
 
 
-def restore(model, optimizer, state, cfg, run):
-    """The model, optimizer and RNG of a checkpoint; a resumed run takes the config's learning rate and weight decay
-    (as it takes its num_epoch)."""
+def restore(model, optimizer, state):
+    """The model, optimizer and RNG of a checkpoint (resume_state checked that it fits the config)."""
     model.load_state_dict(state["model"])
-    if len(state["optimizer"]["param_groups"]) != len(optimizer.param_groups):
-        raise UserError(f"--resume: {run.last} was trained with a different offset_lr_mult (1.0 and other values use different "
-                        f"optimizer groups); resume with the run's own offset_lr_mult or start a new run")
     optimizer.load_state_dict(state["optimizer"])
-    for group, lr in zip(optimizer.param_groups, group_learning_rates(cfg)):
-        group["lr"], group["weight_decay"] = lr, cfg.weight_decay
     torch.set_rng_state(state["torch_rng"])
 
 
 def finish(run, record, cfg, model_state):
     """The files that keep a finished run: final weights, then the record that says it is done."""
-    save_weights(run.weights, model_args(cfg), model_state, cfg.num_epoch, dataclasses.asdict(cfg))
+    save_weights(run.weights, model_args(cfg), model_state, cfg.num_epoch, cfg.as_record())
     record.update(cfg.num_epoch, trained=True)
 
 
@@ -105,8 +140,8 @@ def save_epoch(run, record, cfg, model, optimizer, history):
     write_csv(run.history_csv, history)
     plot_loss(history, run.loss_png, f"{cfg.variant}: loss per epoch")
     if epoch % cfg.save_epoch_freq == 0 or epoch == cfg.num_epoch:
-        save_checkpoint(run.checkpoint(epoch), model, optimizer, epoch, history, dataclasses.asdict(cfg))
-    save_checkpoint(run.last, model, optimizer, epoch, history, dataclasses.asdict(cfg))  # last: it says `epoch` is done
+        save_checkpoint(run.checkpoint(epoch), model, optimizer, epoch, history, cfg.as_record())
+    save_checkpoint(run.last, model, optimizer, epoch, history, cfg.as_record())  # last: it says `epoch` is done
     if epoch == cfg.num_epoch:
         finish(run, record, cfg, model.state_dict())
     else:
@@ -159,30 +194,32 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume", on_epoc
     # Data -> model -> optimizer; the loss is in train_one_epoch.
     seed_everything(cfg.random_seed)
     train_set, val_set = prepare_data(cfg)
-    train_batches = data_mod.Batches(train_set, cfg.batch_size, device, shuffle=True, seed=cfg.random_seed)
-    val_batches = data_mod.Batches(val_set, cfg.batch_size, device)
-    model = ConvNet(**model_args(cfg), backend=backend, zero_predictors=cfg.predictor_init == "zeros").to(device)
-    optimizer = make_optimizer(model, cfg)
+    train_batches = data_mod.Batches(train_set, cfg.batch_size, device, shuffle=True, seed=cfg.random_seed, augmentation=cfg.augmentation)
+    val_batches = data_mod.Batches(val_set, cfg.batch_size, device)  # validation, like every test, sees the images as they are
+    model = build_model(**model_args(cfg), backend=backend, zero_predictors=cfg.predictor_init == "zeros").to(device)
+    optimizer, schedule = make_optimizer(model, cfg), Schedule(cfg, len(train_batches))
     history = []
     if state is not None:
-        restore(model, optimizer, state, cfg, run)
+        restore(model, optimizer, state)
         history = list(state["history"])
     elif overwrite:
         clear(run)
     first = state["epoch"] + 1 if state is not None else 1
-    print(f"training {cfg.variant} ({count_parameters(model):,} parameters) on {len(train_set):,} images, validating on "
-          f"{len(val_set):,}; {device}{backend_note(backend)}, epochs {first}..{cfg.num_epoch}, writing {run.root}")
+    recipe = (f"{cfg.optimizer} lr {cfg.learning_rate:g}" + f", {cfg.warmup_epochs}-epoch warmup" * (cfg.warmup_epochs > 0)
+              + f", {cfg.lr_schedule} schedule" * (cfg.lr_schedule != "constant") + f", {cfg.augmentation} augmentation" * (cfg.augmentation != "none"))
+    print(f"training {cfg.variant} in {cfg.network} ({count_parameters(model):,} parameters) on {len(train_set):,} images, validating on "
+          f"{len(val_set):,}; batch {cfg.batch_size}, {recipe}; {device}{backend_note(backend)}, epochs {first}..{cfg.num_epoch}, writing {run.root}")
     # Compiled: the same parameters (checkpoints hold `model`'s), run as a compiled graph. The first epoch pays
     # the compilation (tens of seconds; once more for the smaller last batch and for evaluation mode).
     runner = torch.compile(model) if cfg.compile else model
     if state is None:
-        save_checkpoint(run.last, model, optimizer, 0, history, dataclasses.asdict(cfg))  # so even a Ctrl-C in epoch 1 can resume
+        save_checkpoint(run.last, model, optimizer, 0, history, cfg.as_record())  # so even a Ctrl-C in epoch 1 can resume
     record.update(first - 1, trained=False)
 
     with Stops(run, cfg, resume_command) as stops:
         for epoch in range(first, cfg.num_epoch + 1):
             stops.epoch, stops.done = epoch, len(history)
-            train_loss, seconds = train_one_epoch(runner, optimizer, train_batches, epoch, cfg.num_epoch)
+            train_loss, seconds = train_one_epoch(runner, optimizer, schedule, train_batches, epoch, cfg.num_epoch)
             val = evaluate(runner, val_batches, train_mode=cfg.validate_in_train_mode)
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val.loss, "val_accuracy": val.accuracy,
                             "train_seconds": seconds, "val_seconds": val.seconds})
@@ -201,10 +238,11 @@ class NonFiniteLoss(Exception):
         self.value, self.batch = value, batch
 
 
-def train_one_epoch(model, optimizer, batches, epoch, num_epoch):
+def train_one_epoch(model, optimizer, schedule, batches, epoch, num_epoch):
     """One pass over the training batches; returns (mean training loss per image, seconds)."""
     model.train()
-    batches.epoch = epoch  # the shuffle order depends only on (seed, epoch)
+    batches.epoch = epoch  # the shuffle order and the augmentation depend only on (seed, epoch)
+    first_step = (epoch - 1) * len(batches)
     loss_sum, n = 0.0, 0
     start = time.perf_counter()
     bar = tqdm(batches, desc=f"epoch {epoch}/{num_epoch}", leave=False, dynamic_ncols=True, disable=None)  # off when not a terminal
@@ -215,6 +253,7 @@ def train_one_epoch(model, optimizer, batches, epoch, num_epoch):
             raise NonFiniteLoss(value, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        schedule.apply(optimizer, first_step + batch - 1)
         optimizer.step()
         loss_sum += value * labels.numel()
         n += labels.numel()

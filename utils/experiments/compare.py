@@ -37,7 +37,7 @@ def _shared(cfg, target_cls):
 def train_config_for(cfg, variant, seed):
     run = ProtocolLayout(cfg.outdir).run(variant, seed)
     shared = _shared(cfg, TrainConfig)
-    if not VARIANTS[variant].deformable:  # the protocol's deformable_layers concerns its deformable models only
+    if not VARIANTS[variant].takes_layers:  # the protocol's deformable_layers concerns the variants that change (or match) layers
         shared["deformable_layers"] = None
     return TrainConfig(**shared, outdir=str(run.root), variant=variant, random_seed=seed, save_epoch_freq=cfg.num_epoch)
 
@@ -49,14 +49,10 @@ def test_config_for(cfg, variant, seed):
 
 
 def check_settings(run, train_cfg):
-    """A finished run is reused only if it computed what the config asks for."""
-    recorded = (run.read_record() or {}).get("settings", {})
-    for key, wanted in train_cfg.result_settings().items():
-        if key in recorded and recorded[key] != wanted:
-            raise UserError(
-                f"{run.root} was trained with {key} {json.dumps(recorded[key])}, the config says {json.dumps(wanted)}; "
-                f"set another outdir for the new setting (or move that run away)"
-            )
+    """A finished run is reused only if it computed what the config asks for (a key its record lacks: its default)."""
+    mismatch = train_cfg.settings_mismatch((run.read_record() or {}).get("settings", {}))
+    if mismatch:
+        raise UserError(f"{run.root} {mismatch}; set another outdir for the new setting (or move that run away)")
 
 
 def needs_test(run, cfg):
@@ -219,7 +215,7 @@ def aggregate(cfg):
     out = ProtocolLayout(cfg.outdir)
     # Where this machine keeps CIFAR-10, and whether this call trained or only aggregated, are not part of the result:
     # left out, so the file is the same on every machine and from every way of writing it (the watcher, a fresh clone).
-    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data_dir", "download", "aggregate_only")}
+    config = {k: v for k, v in cfg.as_record().items() if k not in ("data_dir", "download", "aggregate_only")}
     write_json(out.file("comparison.json"), {"protocol": cfg.protocol, "config": config, "models": rows, "pairs": pairs, "runs": per_run,
                                              "environment": env})
     write_csv(out.file("comparison.csv"), [{k: v for k, v in r.items() if not isinstance(v, (list, dict)) and v is not None} for r in rows])

@@ -1,17 +1,18 @@
 """What the offsets learned: sampling points of one output location drawn on test images, plus statistics.
 
-For an output location of the last deformable layer, its k*k sampling points (regular grid + learned
-offset) are followed back through every earlier deformable layer: each point, rounded to the nearest
-position of that layer's output grid, contributes that position's k*k sampling points. With two 3x3
-layers this gives the 9 x 9 = 81 points of the deformable-convolution papers' figures. For DCNv2 each
-point carries the product of the masks along its path (drawn as colour and size).
+For an output location of the last layer of the model's sampling chain (models: `sampling_chain`; the small CNN's
+deformable layers, or a ResNet's last deformable block), its k*k sampling points (regular grid + learned offset)
+are followed back through the chain's earlier layers: each point, rounded to the nearest position of that
+layer's output grid, contributes that position's k*k sampling points. With two 3x3 layers this gives the
+9 x 9 = 81 points of the deformable-convolution papers' figures. For DCNv2 each point carries the product of the
+masks along its path (drawn as colour and size). A chain on a coarser grid than the image (a ResNet's later
+stage) is drawn at the image pixels its grid positions stand for (position * stride + (stride - 1) / 2).
 """
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from models.deformable_conv import DeformableConv
 from models.registry import VARIANTS
 from utils.engine import data as data_mod
 from utils.engine.checkpoint import load_checkpoint, model_from_checkpoint
@@ -22,19 +23,26 @@ from utils.plumbing.files import write_json
 
 @torch.no_grad()
 def offsets_and_masks(model, images):
-    """Per deformable layer (input order): offsets [N, K, 2, H, W] (dy, dx) and masks [N, K, H, W] or None."""
-    found, x = [], model.standardize(images)
-    for layer in model.features:
-        if isinstance(layer, DeformableConv):
-            off, mask = layer.predict(x)
-            n, _, h, w = off.shape
-            found.append((layer, off.view(n, -1, 2, h, w), mask))
-        x = layer(x)
+    """Per deformable layer (forward order): offsets [N, K, 2, H, W] (dy, dx) and masks [N, K, H, W] or None, predicted
+    from the input the layer receives in the model's forward pass (caught by a hook, whatever the network)."""
+    inputs = {}
+    hooks = [layer.register_forward_pre_hook(lambda layer, args: inputs.__setitem__(layer, args[0])) for layer in model.deformable_convs()]
+    try:
+        model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    found = []
+    for layer in model.deformable_convs():
+        off, mask = layer.predict(inputs[layer])
+        n, _, h, w = off.shape
+        found.append((layer, off.view(n, -1, 2, h, w), mask))
     return found
 
 
-def sampling_points(found, index, y, x):
-    """Points (y, x) in input-image pixels and their mask weight, composed over all deformable layers."""
+def sampling_points(found, index, y, x, stride=1):
+    """Points (y, x) in input-image pixels and their mask weight, composed over the layers of `found` (a chain of
+    stride-1 layers on one grid, `stride` image pixels per grid step)."""
     points = np.array([[float(y), float(x)]])
     weights = np.ones(1)
     for layer, off, mask in reversed(found):
@@ -50,7 +58,7 @@ def sampling_points(found, index, y, x):
             new_points.append(np.array([py, px]) + base + o)  # stride 1: output grid == input grid
             new_weights.append(pw * m)
         points, weights = np.concatenate(new_points), np.concatenate(new_weights)
-    return points, weights
+    return points * stride + (stride - 1) / 2, weights
 
 
 def summary(found):
@@ -65,6 +73,7 @@ def summary(found):
 
 
 def visualize(checkpoint, data_dir, download, image_indices, location, out, summary_images, device="cpu"):
+    """`location`: (y, x) on the output grid of the chain's last layer, or None for its centre."""
     state = load_checkpoint(checkpoint)
     variant = VARIANTS[state["model_args"]["variant"]]
     if not variant.deformable:
@@ -75,16 +84,19 @@ def visualize(checkpoint, data_dir, download, image_indices, location, out, summ
     bad = [i for i in image_indices if not 0 <= i < len(test)]
     if bad:
         raise UserError(f"image index {bad[0]} is outside the test set (0..{len(test) - 1}); pass --images with valid indices")
-    y, x = location
-    if not (0 <= y < 32 and 0 <= x < 32):
-        raise UserError(f"--location {y} {x} is outside the 32x32 output grid; use values 0..31")
     chosen = test.subset(image_indices)
-    found = offsets_and_masks(model, data_mod.to_unit(chosen.images, device))
-    panels = [(chosen.images[i].permute(1, 2, 0).numpy(), *sampling_points(found, i, y, x), data_mod.CLASSES[int(chosen.labels[i])])
+    chain, stride = model.sampling_chain()
+    found = [entry for entry in offsets_and_masks(model, data_mod.to_unit(chosen.images, device)) if entry[0] in chain]
+    h, w = found[-1][1].shape[-2:]
+    y, x = location if location is not None else (h // 2, w // 2)
+    if not (0 <= y < h and 0 <= x < w):
+        raise UserError(f"--location {y} {x} is outside the {h}x{w} output grid of the last deformable layer; use values 0..{h - 1} and 0..{w - 1}")
+    panels = [(chosen.images[i].permute(1, 2, 0).numpy(), *sampling_points(found, i, y, x, stride), data_mod.CLASSES[int(chosen.labels[i])])
               for i in range(len(chosen))]
     name = variant.name
     out = Path(out)
-    plot_sampling_points(panels, (y, x), out, f"{name} (epoch {state.get('epoch')}): sampling points of output ({y}, {x})", modulated=variant.modulated)
+    star = (y * stride + (stride - 1) / 2, x * stride + (stride - 1) / 2)
+    plot_sampling_points(panels, star, out, f"{name} (epoch {state.get('epoch')}): sampling points of output ({y}, {x})", modulated=variant.modulated)
 
     stats_set = test.subset(torch.arange(min(summary_images, len(test))))
     stats = summary(offsets_and_masks(model, data_mod.to_unit(stats_set.images, device)))

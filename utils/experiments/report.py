@@ -167,20 +167,29 @@ def render(cfg, rows, pairs, per_run, environment):
                         f", offset_lr_mult {cfg.offset_lr_mult}" if cfg.offset_lr_mult != 1.0 else ""])
     seeds = f"seeds {list(cfg.seeds)}" + "".join(f", {name} seeds {list(s)}" for name, s in cfg.model_seeds.items())
     counts = sorted({len(cfg.seeds_of(name)) for name in cfg.models})
+    # The standard protocol's recipe reads as it always has; the others name what differs.
+    optimizer = "AdamW" if cfg.optimizer == "adamw" else "SGD (Nesterov momentum 0.9)"
+    recipe = "".join([f", a {cfg.warmup_epochs}-epoch linear warmup" if cfg.warmup_epochs else "",
+                      ", cosine decay to zero" if cfg.lr_schedule == "cosine" else "",
+                      ", random 32x32 crops of the 4-pixel zero-padded images and horizontal flips" if cfg.augmentation == "crop-flip" else ""])
+    network = "conv_ch" if cfg.network == "convnet" else f"{cfg.network}, stage widths"
     lines = [
         f"# Comparison, protocol `{cfg.protocol}`", "",
         f"{cfg.num_epoch} epochs, {data} training images ({1 - cfg.test_size:.0%} train / {cfg.test_size:.0%} validation), batch "
-        f"{cfg.batch_size}, AdamW lr {cfg.learning_rate} wd {cfg.weight_decay}, conv_ch {list(cfg.conv_ch)}{ablation}, {seeds}; "
+        f"{cfg.batch_size}, {optimizer} lr {cfg.learning_rate} wd {cfg.weight_decay}{recipe}, {network} {list(cfg.conv_ch)}{ablation}, {seeds}; "
         f"test accuracy on the 10,000 official test images. {environment}", "",
     ]
     runs_precise = sum(r["bn_statistics"] == "precise" for r in per_run)
     precise = runs_precise > 0
     if precise:
         mixed = f" ({runs_precise} of {len(per_run)} runs; the others as trained)" if runs_precise < len(per_run) else ""
+        why = ("the running statistics of training are an exponential average over weights that kept moving" if cfg.lr_schedule == "constant" else
+               "the same statistics for every variant; under a decay to zero the weights hardly move at the end, so the running statistics "
+               "of training are already those of the final weights, over augmented images")
+        unaugmented = ", un-augmented" if cfg.augmentation != "none" else ""
         lines += ["Test accuracy with precise BatchNorm statistics" + mixed + ": each run's final weights fixed, every BatchNorm layer's "
-                  "running mean and variance re-estimated as a plain average over batches of its own training split (the running "
-                  "statistics of training are an exponential average over weights that kept moving). *As trained*: with the running "
-                  "statistics training left, beside it.", ""]
+                  f"running mean and variance re-estimated as a plain average over batches of its own training split{unaugmented} ({why}). "
+                  "*As trained*: with the running statistics training left, beside it.", ""]
     trained_head, trained_rule = (" as trained (mean ± std) |", "---|") if precise else ("", "")
     lines += [
         f"| model | test accuracy (mean ± std) | 95 % CI | per seed |{trained_head} best val acc | parameters | train s/epoch (median) "

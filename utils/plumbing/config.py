@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from models.backends import BACKENDS
-from models.registry import BASE, VARIANTS, variant_name
+from models.registry import BASE, DEFAULT_NETWORK, NETWORKS, VARIANTS, network_problem, variant_name
 from utils.plumbing.checks import (
     backend_list,
     boolean,
@@ -51,20 +51,55 @@ def required(check_fn, convert=None):
     return field(metadata={"check": check_fn, "convert": convert})
 
 
-def default(check_fn, value, convert=None):
+def default(check_fn, value, convert=None, later=False, default_from=None):
+    """`later`: a key added after results were published; the files a config is written into (a run's record and
+    checkpoints, a comparison) leave it out while it holds this default, so that every file written before it is
+    written again byte for byte, and a file without it reads as this default. `default_from`: (key, function): when
+    the config leaves this key out but gives that one, the default is the function of that key's value."""
     factory = (lambda: list(value)) if isinstance(value, (list, tuple)) else (lambda: value)
-    return field(default_factory=factory, metadata={"check": check_fn, "convert": convert})
+    return field(default_factory=factory, metadata={"check": check_fn, "convert": convert, "later": later, "default_from": default_from})
+
+
+NETWORK_WIDTHS = ("network", lambda name: list(NETWORKS[name].widths))  # conv_ch left out: the network's own widths
+
+
+def default_of(cls, name):
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+class Recorded:
+    """What writes a config into a file, and reads it back: the one owner of which keys a file leaves out."""
+
+    def as_record(self, keys=None):
+        """The config (or `keys` of it) as files keep it: the later keys that hold their defaults left out."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        values = dataclasses.asdict(self) if keys is None else {key: getattr(self, key) for key in keys}
+        return {key: value for key, value in values.items() if not (fields[key].metadata.get("later") and value == default_of(type(self), key))}
+
+    @classmethod
+    def read_record(cls, recorded, keys):
+        """`keys` of a file's config: a key the file lacks holds its default (it was written before the key existed,
+        or left out holding it)."""
+        return {key: recorded[key] if key in recorded else default_of(cls, key) for key in keys}
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainingKeys:
+class TrainingKeys(Recorded):
     """What a training run needs besides its variant, seed and outdir; shared by train and compare configs."""
-    conv_ch: list = default(channel_list, [64, 128])
+    # The network every variant is built in: the small CNN of the question, or "resnet20" (He et al.'s CIFAR ResNet-20).
+    network: str = default(one_of(*NETWORKS), DEFAULT_NETWORK, later=True)
+    conv_ch: list = default(channel_list, [64, 128], default_from=NETWORK_WIDTHS)  # the widths of the network's blocks or stages
     batch_size: int = default(positive_int, 32)
     test_size: float = default(open_fraction, 0.1)  # validation share of the training images (stratified)
     learning_rate: float = default(positive_float, 0.001)
     weight_decay: float = default(non_negative_float, 0.01)
     num_epoch: int = default(positive_int, 30)
+    # The recipe (docs/configuration.md); the defaults are the standard protocol's: AdamW at a constant rate, no augmentation.
+    optimizer: str = default(one_of("adamw", "sgd"), "adamw", later=True)  # "sgd": momentum 0.9, Nesterov, weight decay as L2
+    lr_schedule: str = default(one_of("constant", "cosine"), "constant", later=True)  # "cosine": to zero at the end of the last epoch
+    warmup_epochs: int = default(non_negative_int, 0, later=True)  # a linear warmup over these epochs' steps, before the schedule
+    augmentation: str = default(one_of("none", "crop-flip"), "none", later=True)  # "crop-flip": 4-pixel padded random crop + horizontal flip
     # Stratified subset of the 50,000 training images, drawn before the train/validation split; null = all.
     train_subset: Optional[int] = default(optional_subset, None)
     data_dir: str = default(text, "./data")
@@ -87,18 +122,35 @@ class TrainingKeys:
     # The keys that define what a run computes besides its variant (not where or on what it runs): stored in the run's
     # record, and a finished run is reused only when they match (compare.py).
     RESULT_KEYS = ("conv_ch", "batch_size", "test_size", "random_seed", "learning_rate", "weight_decay", "train_subset", "deformable_layers",
-                   "offset_lr_mult", "inputs", "bias", "predictor_init", "stratified_split", "validate_in_train_mode")
+                   "offset_lr_mult", "inputs", "bias", "predictor_init", "stratified_split", "validate_in_train_mode",
+                   "network", "optimizer", "lr_schedule", "warmup_epochs", "augmentation")
 
     def result_settings(self):
-        return {key: getattr(self, key) for key in self.RESULT_KEYS}
+        """The settings as a run's record keeps them (later keys at their defaults left out)."""
+        return self.as_record(self.RESULT_KEYS)
+
+    def settings_mismatch(self, recorded):
+        """Where a file's config (a run record's settings, a checkpoint's config) differs from this one in a key that
+        shapes the result, in words ("was trained with KEY VALUE ..., the config says VALUE ..."); None where it does
+        not. A key the file lacks holds its default."""
+        have = self.read_record(recorded, self.RESULT_KEYS)
+        differ = [key for key in self.RESULT_KEYS if have[key] != getattr(self, key)]
+        if not differ:
+            return None
+        return (f"was trained with {' and '.join(f'{key} {json.dumps(have[key])}' for key in differ)}, "
+                f"the config says {' and '.join(json.dumps(getattr(self, key)) for key in differ)}")
 
     def layer_problem(self, variants):
-        """The rules between keys for deformable_layers; the problem, or None."""
-        layers = self.deformable_layers
+        """The rules between keys for network, conv_ch and deformable_layers; the problem, or None."""
+        layers, unit = self.deformable_layers, NETWORKS[self.network].unit
+        problem = network_problem(self.network, self.conv_ch)
+        if problem:
+            return problem
         if isinstance(layers, list) and max(layers) > len(self.conv_ch):
-            return f'"deformable_layers" {layers} names a block beyond the {len(self.conv_ch)} conv blocks of conv_ch {self.conv_ch}'
-        if layers is not None and not any(VARIANTS[v].deformable for v in variants):
-            return f'"deformable_layers" is set but {", ".join(variants)} has no deformable layers; remove it or pick a deformable variant'
+            return f'"deformable_layers" {layers} names a {unit} beyond the {len(self.conv_ch)} {unit}s of conv_ch {self.conv_ch}'
+        if layers is not None and not any(VARIANTS[v].takes_layers for v in variants):
+            return (f'"deformable_layers" is set but {", ".join(variants)} changes no layers; remove it or pick a deformable, dilated or '
+                    f"parameter-matched variant")
         return None
 
 
@@ -189,7 +241,8 @@ class BenchmarkConfig:
     outdir: str = default(text, "./result")
     report_name: Optional[str] = default(optional_of(text), None)  # <outdir>/<this>.json|.md; null: benchmark (benchmark_sweep)
     batch_size: int = default(positive_int, 32)
-    conv_ch: list = default(channel_list, [64, 128])
+    network: str = default(one_of(*NETWORKS), DEFAULT_NETWORK)  # the network the rows build (models/registry.py)
+    conv_ch: list = default(channel_list, [64, 128], default_from=NETWORK_WIDTHS)
     warmup: int = default(non_negative_int, 2)
     repeats: int = default(positive_int, 5)
     device: str = default(device, "auto")
@@ -212,6 +265,8 @@ class BenchmarkConfig:
     sweep_large: list = default(layer_shape, [128, 256, 64])  # the large case: [batch, channels, resolution]
 
     def problem(self):
+        if network_problem(self.network, self.conv_ch):
+            return network_problem(self.network, self.conv_ch)
         if self.sweep and self.device not in ("auto", "cpu"):
             return f'"sweep" measures CPU implementations (the cpp kernel, ONNX Runtime\'s CPU DeformConv), got device "{self.device}"; set device "cpu"'
         if self.compile and not self.sweep and self.warmup < 2:  # else a compilation lands inside the timed runs
@@ -253,8 +308,11 @@ def parse_config(raw, cls, source="config", overrides=None, defaults=None):
     values = {}
     for name, f in fields.items():
         if name not in merged:
+            depends = f.metadata.get("default_from")
             if name in (defaults or {}):
                 merged[name], origin[name] = defaults[name], ("the script", name)
+            elif depends and depends[0] in values:  # checked already: its field comes first
+                merged[name], origin[name] = depends[1](values[depends[0]]), (f'"{depends[0]}"', name)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise UserError(f'{source}: missing key "{name}"; add it (see README, "Config keys")')
             else:
