@@ -3,7 +3,6 @@ average pool, Linear. Every variant is this network with another convolution in 
 from torch import nn
 
 from models.network import NUM_CLASSES, CifarModel, make_conv
-from models.registry import changed_units
 
 
 class ConvNet(CifarModel):
@@ -22,14 +21,12 @@ class ConvNet(CifarModel):
 
     def __init__(self, variant, conv_ch, deformable_layers=None, bias=True, inputs="standardized", num_classes=NUM_CLASSES, backend="gather",
                  widths=None, zero_predictors=True):
-        super().__init__(variant, conv_ch, deformable_layers, bias, inputs)
-        widths = list(widths or conv_ch)
-        changed = changed_units(variant, len(widths), deformable_layers, self.network)
+        super().__init__(variant, conv_ch, deformable_layers, bias, inputs, widths)
         layers, in_ch = [], 3
-        for i, ch in enumerate(widths, start=1):
+        for i, ch in enumerate(self.widths, start=1):
             if i > 1:
                 layers.append(nn.ReLU(inplace=True))
-            layers += [make_conv(variant, in_ch, ch, backend, changed=i in changed, bias=bias, zero_predictors=zero_predictors), nn.BatchNorm2d(ch)]
+            layers += [make_conv(variant, in_ch, ch, backend, changed=i in self.changed, bias=bias, zero_predictors=zero_predictors), nn.BatchNorm2d(ch)]
             in_ch = ch
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(in_ch, num_classes)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from models.deformable_conv import DeformableConv
-from models.registry import DEFAULT_NETWORK
+from models.registry import DEFAULT_NETWORK, changed_units
 from models.registry import variant as get_variant
 
 NUM_CLASSES = 10
@@ -55,16 +55,20 @@ class CifarModel(nn.Module):
     """The base of every network: [0, 1] images in (standardized inside unless `inputs="unit"`), 10 logits out.
 
     Standardizing inside the network keeps one owner for what its input means: every caller (training, testing,
-    robustness, ONNX export) feeds [0, 1] images. Each subclass names its `network` (models/registry.py NETWORKS)."""
+    robustness, ONNX export) feeds [0, 1] images. Each subclass names its `network` (models/registry.py NETWORKS) and
+    builds its layers at `self.widths` (conv_ch, or a parameter-matched control's widths), changing the units
+    `self.changed` lists."""
 
     network = DEFAULT_NETWORK
 
-    def __init__(self, variant, conv_ch, deformable_layers=None, bias=True, inputs="standardized"):
+    def __init__(self, variant, conv_ch, deformable_layers=None, bias=True, inputs="standardized", widths=None):
         super().__init__()
         if inputs not in INPUTS:
             raise ValueError(f"{type(self).__name__}: inputs must be one of {', '.join(INPUTS)}, got {inputs!r}")
         self.variant, self.conv_ch, self.deformable_layers = get_variant(variant).name, list(conv_ch), deformable_layers
         self.bias, self.inputs = bias, inputs
+        self.widths = list(widths or conv_ch)
+        self.changed = changed_units(variant, len(self.widths), deformable_layers, self.network)
         # Not in the state_dict (persistent=False): constants of the function, and checkpoints keep their keys.
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)

@@ -13,7 +13,6 @@ from torch import nn
 
 from models.deformable_conv import DeformableConv
 from models.network import NUM_CLASSES, CifarModel, make_conv
-from models.registry import changed_units
 
 BLOCKS_PER_STAGE = 3  # ResNet-20: 6n + 2 layers with n = 3
 
@@ -47,13 +46,12 @@ class ResNet20(CifarModel):
 
     def __init__(self, variant, conv_ch, deformable_layers=None, bias=True, inputs="standardized", num_classes=NUM_CLASSES, backend="gather",
                  widths=None, zero_predictors=True):
-        super().__init__(variant, conv_ch, deformable_layers, bias, inputs)
-        widths = list(widths or conv_ch)
-        changed = changed_units(variant, len(widths), deformable_layers, self.network)
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
-        stages, in_ch = [], widths[0]
-        for s, ch in enumerate(widths, start=1):
-            conv = functools.partial(make_conv, variant, out_ch=ch, backend=backend, changed=s in changed, bias=bias, zero_predictors=zero_predictors,
+        super().__init__(variant, conv_ch, deformable_layers, bias, inputs, widths)
+        first = self.widths[0]
+        self.stem = nn.Sequential(nn.Conv2d(3, first, 3, padding=1, bias=False), nn.BatchNorm2d(first), nn.ReLU(inplace=True))
+        stages, in_ch = [], first
+        for s, ch in enumerate(self.widths, start=1):
+            conv = functools.partial(make_conv, variant, out_ch=ch, backend=backend, changed=s in self.changed, bias=bias, zero_predictors=zero_predictors,
                                      conv_bias=False)
             blocks = []
             for b in range(BLOCKS_PER_STAGE):
