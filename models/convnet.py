@@ -41,5 +41,15 @@ class ConvNet(CifarModel):
         """(input channels, output channels, resolution) of the last 3x3 convolution (the cost study times it alone)."""
         return (conv_ch[-2] if len(conv_ch) > 1 else 3), conv_ch[-1], 32
 
+    feature_stride = 1  # image pixels per step of the feature map (its unit (y, x) is centred on pixel (y, x))
+
+    def fixed_receptive_field(self):
+        """The side of the square of image pixels a feature-map unit of the plain network sees: 3x3 per block."""
+        return 1 + 2 * len(self.widths)
+
+    def feature_map(self, x):
+        """The last block's output, before pooling: [N, C, 32, 32]."""
+        return self.features(self.standardize(x))
+
     def forward(self, x):
-        return self.classifier(self.features(self.standardize(x)).mean(dim=(2, 3)))
+        return self.classifier(self.feature_map(x).mean(dim=(2, 3)))

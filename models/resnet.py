@@ -82,5 +82,25 @@ class ResNet20(CifarModel):
     def blocks(self):
         return [block for stage in self.stages for block in stage]
 
+    @property
+    def feature_stride(self):
+        """Image pixels per step of the feature map: its unit (y, x) is centred on pixel (stride * y, stride * x) (a
+        stride-2 3x3 convolution with padding 1 centres output p on input 2p, as the option-A shortcut samples)."""
+        return 2 ** (len(self.widths) - 1)
+
+    def fixed_receptive_field(self):
+        """The side of the square of image pixels a feature-map unit of the plain network sees (81 for ResNet-20:
+        larger than the image)."""
+        side, step = 3, 1  # the stem
+        for s in range(1, len(self.widths) + 1):
+            for conv in range(2 * BLOCKS_PER_STAGE):
+                side += 2 * step
+                step *= 2 if s > 1 and conv == 0 else 1
+        return side
+
+    def feature_map(self, x):
+        """The last stage's output, before pooling: [N, C, 32 / stride, 32 / stride]."""
+        return self.stages(self.stem(self.standardize(x)))
+
     def forward(self, x):
-        return self.classifier(self.stages(self.stem(self.standardize(x))).mean(dim=(2, 3)))
+        return self.classifier(self.feature_map(x).mean(dim=(2, 3)))

@@ -83,7 +83,7 @@ def test_offset_figure_for_a_resnet_is_drawn_on_its_last_stage(tmp_path, synthet
         visualize(tmp_path / "run/train/weights.pth", None, False, [0], (16, 16), tmp_path / "o2.png", summary_images=20)
 
 
-def test_sampling_points_on_a_coarser_grid_are_drawn_at_the_pixels_they_stand_for():
+def test_sampling_points_on_a_coarser_grid_are_drawn_at_the_pixels_they_are_centred_on():
     import torch
 
     from models.deformable_conv import DeformableConv
@@ -94,7 +94,7 @@ def test_sampling_points_on_a_coarser_grid_are_drawn_at_the_pixels_they_stand_fo
     off[0, :, 1] = 0.5  # every tap half a grid step to the right
     points, weights = sampling_points([(layer, off, None)], 0, 4, 4, stride=4)
     grid = [(4 + i, 4 + j + 0.5) for i in (-1, 0, 1) for j in (-1, 0, 1)]
-    assert points.tolist() == [[y * 4 + 1.5, x * 4 + 1.5] for y, x in grid] and weights.tolist() == [1.0] * 9
+    assert points.tolist() == [[y * 4, x * 4] for y, x in grid] and weights.tolist() == [1.0] * 9
 
 
 @pytest.mark.parametrize("network, inputs", [("convnet", "standardized"), ("convnet", "unit"), ("resnet20", "standardized")])

@@ -17,8 +17,16 @@ from utils.engine.device import resolve_device
 from utils.engine.testing import run_test
 from utils.engine.train import train
 from utils.experiments.cluster import submit_all
-from utils.experiments.figures import plot_comparison_accuracy, plot_comparison_curves, plot_comparison_per_class, plot_controls, plot_robustness
+from utils.experiments.figures import (
+    plot_comparison_accuracy,
+    plot_comparison_curves,
+    plot_comparison_per_class,
+    plot_controls,
+    plot_receptive_fields,
+    plot_robustness,
+)
 from utils.experiments.progress import ProtocolProgress, epoch_pace, eta_text, time_left
+from utils.experiments.receptive_field import analyse
 from utils.experiments.report import control_differences, render, summarize
 from utils.plumbing.config import TestConfig, TrainConfig
 from utils.plumbing.errors import UserError
@@ -67,6 +75,15 @@ def needs_test(run, cfg):
     return report.get("robustness") is None or report["robustness"]["subset"] != cfg.robustness_images
 
 
+def needs_analysis(run, cfg, name):
+    """No receptive-field analysis (receptive_field.py) of the final weights yet, or a deformable run without its offset summary."""
+    try:
+        analysed = json.loads(run.receptive_field_json.read_text()).get("checkpoint_epoch")
+    except (OSError, ValueError):
+        return True
+    return analysed != cfg.num_epoch or (VARIANTS[name].deformable and not run.offsets_json.exists())
+
+
 def run_one(cfg, name, seed, wait, progress=None, head=None):
     """Train (or resume) and test one run of the protocol under its lock. wait=False: raise LockHeld when another
     live worker holds it; wait=True: wait for that worker, then find the run done and only check it."""
@@ -83,6 +100,8 @@ def run_one(cfg, name, seed, wait, progress=None, head=None):
             train(tc, resume=(state == "partial"), resume_command="python compare.py --config <same config> (it resumes by itself)", on_epoch=on_epoch)
         if needs_test(run, cfg):
             run_test(test_config_for(cfg, name, seed))
+        if needs_analysis(run, cfg, name):
+            analyse(run.weights, run, cfg.data_dir, cfg.download, device=cfg.device)
         if state != "done":
             print(f"{head}: finished; its result files are {' '.join(str(f) for f in run.result_files())}", flush=True)
     finally:
@@ -179,8 +198,10 @@ def load_runs(outdir, jobs):
         for seed in sorted(s for n, s in jobs if n == name):
             run = layout.run(name, seed)
             if run.history_json.exists() and run.metrics.exists():
+                analysis = {key: json.loads(path.read_text()) for key, path in (("receptive_field", run.receptive_field_json),
+                                                                                ("offsets", run.offsets_json)) if path.exists()}
                 runs.setdefault(name, []).append({"seed": seed, "history": json.loads(run.history_json.read_text()),
-                                                  "metrics": json.loads(run.metrics.read_text()), "record": run.read_record()})
+                                                  "metrics": json.loads(run.metrics.read_text()), "record": run.read_record(), **analysis})
     return runs
 
 
@@ -206,6 +227,17 @@ def environment(runs):
     return f"Trained on: {where}{versions_text}{backends_text}.{tested_text}"
 
 
+def plot_protocol_receptive_fields(runs, path, protocol):
+    """Each variant's first analysed seed, side by side on one colour scale; False when no run has been analysed."""
+    first = {name: min((r for r in rs if "receptive_field" in r), key=lambda r: r["seed"], default=None) for name, rs in runs.items()}
+    reports = {f"{name} (seed {r['seed']})": r["receptive_field"] for name, r in first.items() if r}
+    if not reports:
+        return False
+    images = next(iter(reports.values()))["images"]
+    plot_receptive_fields(reports, path, f"Effective receptive field of the last block's units, mean |gradient| over {images:,} test images [{protocol}]")
+    return True
+
+
 def aggregate(cfg):
     runs = load_runs(cfg.outdir, cfg.jobs())
     if not runs:
@@ -226,7 +258,8 @@ def aggregate(cfg):
     plot_comparison_per_class(rows, CLASSES, out.file("comparison_per_class.png"), cfg.protocol)
     figures = "comparison_curves.png, comparison_accuracy.png, comparison_per_class.png"
     optional = (("comparison_controls.png", lambda path: plot_controls(control_differences(rows, pairs), path, cfg.protocol)),
-                ("comparison_robustness.png", lambda path: plot_robustness(rows, path, cfg.protocol)))
+                ("comparison_robustness.png", lambda path: plot_robustness(rows, path, cfg.protocol)),
+                ("comparison_receptive_field.png", lambda path: plot_protocol_receptive_fields(runs, path, cfg.protocol)))
     for name, plot in optional:
         if plot(out.file(name)):
             figures += f", {name}"
@@ -247,8 +280,8 @@ def compare(*cfgs):
             pass  # the report from the runs' files alone
         elif cfg.launcher != "local":
             layout = ProtocolLayout(cfg.outdir)
-            todo = [(name, s) for name, s in cfg.jobs()
-                    if run_status(layout.run(name, s), cfg.num_epoch).state != "done" or needs_test(layout.run(name, s), cfg)]
+            todo = [(name, s) for name, s in cfg.jobs() if run_status(layout.run(name, s), cfg.num_epoch).state != "done"
+                    or needs_test(layout.run(name, s), cfg) or needs_analysis(layout.run(name, s), cfg, name)]
             submit_all(cfg, cluster_job, todo)
         elif held := train_runs(cfg, cfg.jobs(), wait=False):
             waiting.append((i, held))

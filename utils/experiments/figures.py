@@ -197,3 +197,37 @@ def plot_robustness(rows, path, protocol):
     fig.suptitle(title, fontsize=10)
     save_figure(fig, path)
     return True
+
+
+def plot_receptive_fields(reports, path, title):
+    """reports: {label: a receptive-field report (utils/experiments/receptive_field.py)}. One column per label, one row per
+    unit (centre, border, corner): the normalized gradient map on one logarithmic colour scale for every panel, the
+    unit's pixel (red dot) and the plain network's fixed-grid receptive field (dashed square), with the radii holding
+    50 % / 90 % of the mass and the share outside that square."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.patches import Rectangle
+
+    labels = list(reports)
+    positions = list(next(iter(reports.values()))["positions"])
+    maps = {(label, p): np.array(reports[label]["positions"][p]["map"]) for label in labels for p in positions}
+    top = max(m.max() for m in maps.values())
+    norm = LogNorm(vmin=top * 1e-4, vmax=top)  # four decades: the tails beyond the fixed grid stay visible
+    fig, axes = plt.subplots(len(positions), len(labels), figsize=(2.6 * len(labels) + 1.2, 2.7 * len(positions)), squeeze=False)
+    for col, label in enumerate(labels):
+        report = reports[label]
+        side, half = report["fixed_receptive_field"], report["fixed_receptive_field"] // 2
+        for row, p in enumerate(positions):
+            ax, entry = axes[row][col], report["positions"][p]
+            image = ax.imshow(np.maximum(maps[(label, p)], norm.vmin), cmap="magma", norm=norm, interpolation="nearest")
+            cy, cx = entry["pixel"]
+            ax.add_patch(Rectangle((cx - half - 0.5, cy - half - 0.5), side, side, fill=False, ls="--", lw=0.8, ec="cyan"))
+            ax.plot([cx], [cy], "o", ms=3, color="red")
+            ax.set_xlim(-0.5, maps[(label, p)].shape[1] - 0.5)  # the square may reach past the image: the panel stays the image
+            ax.set_ylim(maps[(label, p)].shape[0] - 0.5, -0.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{label}\n" * (row == 0) + f"{p}: r50 {entry['radius_50']:.1f}, r90 {entry['radius_90']:.1f} px\n"
+                         f"outside {side}x{side}: {100 * entry['share_outside_fixed']:.1f} %", fontsize=7)
+    fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, label="share of the gradient mass per pixel")
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)

@@ -6,7 +6,7 @@ are followed back through the chain's earlier layers: each point, rounded to the
 layer's output grid, contributes that position's k*k sampling points. With two 3x3 layers this gives the
 9 x 9 = 81 points of the deformable-convolution papers' figures. For DCNv2 each point carries the product of the
 masks along its path (drawn as colour and size). A chain on a coarser grid than the image (a ResNet's later
-stage) is drawn at the image pixels its grid positions stand for (position * stride + (stride - 1) / 2).
+stage) is drawn at the image pixels its grid positions are centred on (position * stride).
 """
 from pathlib import Path
 
@@ -58,16 +58,22 @@ def sampling_points(found, index, y, x, stride=1):
             new_points.append(np.array([py, px]) + base + o)  # stride 1: output grid == input grid
             new_weights.append(pw * m)
         points, weights = np.concatenate(new_points), np.concatenate(new_weights)
-    return points * stride + (stride - 1) / 2, weights
+    return points * stride, weights
 
 
 def summary(found):
+    """Per deformable layer, over every image, position and tap: the mean and largest offset length (pixels of the
+    layer's input grid), the share of sampling points moved more than one pixel; with a mask, its mean and spread
+    (std), overall and per tap (row by row over the k x k kernel)."""
     rows = []
     for i, (_, off, mask) in enumerate(found, start=1):
-        magnitude = off.norm(dim=2)  # per tap, in pixels
-        row = {"layer": i, "mean_offset_magnitude_px": float(magnitude.mean()), "max_offset_magnitude_px": float(magnitude.max())}
+        magnitude = off.norm(dim=2)  # [N, K, H, W]: per tap, in pixels
+        row = {"layer": i, "mean_offset_magnitude_px": float(magnitude.mean()), "max_offset_magnitude_px": float(magnitude.max()),
+               "share_moved_over_1px": float((magnitude > 1).float().mean())}
         if mask is not None:
-            row.update({"mask_mean": float(mask.mean()), "mask_std": float(mask.std())})
+            taps = mask.transpose(0, 1).flatten(1)  # [K, N*H*W]
+            row.update({"mask_mean": float(mask.mean()), "mask_std": float(mask.std()),
+                        "mask_mean_per_tap": taps.mean(1).tolist(), "mask_std_per_tap": taps.std(1).tolist()})
         rows.append(row)
     return rows
 
@@ -95,7 +101,7 @@ def visualize(checkpoint, data_dir, download, image_indices, location, out, summ
               for i in range(len(chosen))]
     name = variant.name
     out = Path(out)
-    star = (y * stride + (stride - 1) / 2, x * stride + (stride - 1) / 2)
+    star = (y * stride, x * stride)
     plot_sampling_points(panels, star, out, f"{name} (epoch {state.get('epoch')}): sampling points of output ({y}, {x})", modulated=variant.modulated)
 
     stats_set = test.subset(torch.arange(min(summary_images, len(test))))

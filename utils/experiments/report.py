@@ -58,6 +58,41 @@ def bn_statistics(metrics):
     return metrics.get("bn_statistics", "as trained")
 
 
+def _measures(values_by_run):
+    """{key: [value per run]} -> {key: {mean, ci95, values}}."""
+    out = {}
+    for key, values in values_by_run.items():
+        mean, ci = mean_ci(values)
+        out[key] = {"mean": mean, "ci95": ci, "values": values}
+    return out
+
+
+def _analysis(rs):
+    """Over the runs of `rs` that receptive_field.py analysed: the effective receptive field's radii and share outside
+    the fixed grid per unit, and (deformable variants) per layer the offset lengths, the share moved over a pixel and
+    the mask per tap; each mean ± 95 % CI over those runs. Nothing (no key) where no run was analysed, so a report
+    from before the analysis reads as it did."""
+    out = {}
+    fields = [r["receptive_field"] for r in rs if "receptive_field" in r]
+    if fields:
+        keys = ("radius_50", "radius_90", "share_outside_fixed")
+        out["receptive_field"] = {"runs": len(fields), "images": fields[0]["images"], "fixed_receptive_field": fields[0]["fixed_receptive_field"],
+                                  "seed_list": [r["seed"] for r in rs if "receptive_field" in r],
+                                  "positions": {p: _measures({k: [f["positions"][p][k] for f in fields] for k in keys}) for p in fields[0]["positions"]}}
+    summaries = [r["offsets"]["layers"] for r in rs if "offsets" in r]
+    if summaries:
+        layers = []
+        for i, first in enumerate(summaries[0]):
+            keys = [k for k in ("mean_offset_magnitude_px", "share_moved_over_1px", "mask_mean", "mask_std") if k in first]
+            layer = {"layer": first["layer"], **_measures({k: [s[i][k] for s in summaries] for k in keys})}
+            for key in ("mask_mean_per_tap", "mask_std_per_tap"):
+                if key in first:
+                    layer[key] = np.mean([s[i][key] for s in summaries], axis=0).tolist()
+            layers.append(layer)
+        out["offsets"] = {"runs": len(summaries), "layers": layers}
+    return out
+
+
 def _run_row(name, r):
     """One finished run: its result, and where and how long it trained (from its history and run.json)."""
     train_s = [h["train_seconds"] for h in r["history"]]  # per epoch, as the variant rows measure it
@@ -114,6 +149,7 @@ def summarize(runs):
             "inference_images_per_s": float(np.mean([r["metrics"]["images_per_second"] for r in rs])),
             "per_class_accuracy": {c: float(np.mean([r["metrics"]["per_class_accuracy"][c] for r in rs])) for c in CLASSES},
             "robustness": _robustness(rs, shared),
+            **_analysis(rs),
         })
     pairs = []
     for a, b in combinations(rows, 2):
@@ -257,7 +293,48 @@ def render(cfg, rows, pairs, per_run, environment):
             cells = [f"{r['robustness']['accuracy'][n]['mean']:.3f} ± {_fmt(r['robustness']['accuracy'][n]['ci95'], '.3f')}" for n in names]
             lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
         lines += _robustness_summary(robust, pairs)
+    lines += _analysis_lines(rows)
     return "\n".join(lines) + "\n"
+
+
+def _ci(measure, spec, scale=1):
+    return f"{_fmt(scale * measure['mean'], spec)} ± {_fmt(scale * measure['ci95'], spec)}"
+
+
+def _analysis_lines(rows):
+    """The effective receptive field and the offset/mask summary (receptive_field.py), where runs were analysed."""
+    lines, fields = [], [r for r in rows if "receptive_field" in r]
+    if fields:
+        first = fields[0]["receptive_field"]
+        side, positions = first["fixed_receptive_field"], list(first["positions"])
+        lines += ["", f"Effective receptive field (receptive_field.py; Luo et al. 2016): for a unit of the last block's output before pooling, "
+                  f"the mean |gradient| of its channels' sum over the input pixels, over the first {first['images']:,} test images, with the "
+                  "checkpoint's BatchNorm statistics. Radii (pixels) around the unit's pixel holding 50 % / 90 % of the gradient mass, and the "
+                  f"share of the mass outside the plain network's fixed-grid receptive field ({side}x{side}); mean ± 95 % CI over the runs "
+                  "analysed. The units: the feature map's centre, the middle of its top border, its top-left corner. "
+                  "Figure: comparison_receptive_field.png.", "",
+                  "| model | runs | " + " | ".join(f"{p}: r50 | r90 | outside {side}x{side}" for p in positions) + " |",
+                  "|---|---|" + "---|---|---|" * len(positions)]
+        for r in fields:
+            f = r["receptive_field"]
+            cells = [f"{_ci(f['positions'][p]['radius_50'], '.2f')} | {_ci(f['positions'][p]['radius_90'], '.2f')} | "
+                     f"{_ci(f['positions'][p]['share_outside_fixed'], '.1f', 100)} %" for p in positions]
+            lines.append(f"| {r['model']} | {f['runs']} | " + " | ".join(cells) + " |")
+    moved = [r for r in rows if "offsets" in r]
+    if moved:
+        lines += ["", "Offsets and masks over the same test images, per deformable layer (every image, position and tap): the mean offset "
+                  "length in pixels of the layer's input grid, the share of sampling points moved more than one pixel, and the mask's mean "
+                  "and spread (std); mean ± 95 % CI over the runs. Per tap (3x3, row by row): the mask's mean and spread, averaged over "
+                  "the runs.", "",
+                  "| model | runs | layer | mean offset px | moved > 1 px | mask mean | mask std | mask mean per tap | mask std per tap |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in moved:
+            for layer in r["offsets"]["layers"]:
+                mask = [_ci(layer[k], ".3f") if k in layer else "—" for k in ("mask_mean", "mask_std")]
+                taps = [" ".join(f"{v:.2f}" for v in layer[k]) if k in layer else "—" for k in ("mask_mean_per_tap", "mask_std_per_tap")]
+                lines.append(f"| {r['model']} | {r['offsets']['runs']} | {layer['layer']} | {_ci(layer['mean_offset_magnitude_px'], '.3f')} | "
+                             f"{_ci(layer['share_moved_over_1px'], '.1f', 100)} % | {mask[0]} | {mask[1]} | {taps[0]} | {taps[1]} |")
+    return lines
 
 
 def control_differences(rows, pairs):

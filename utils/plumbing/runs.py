@@ -12,6 +12,8 @@ paths, never spell them out. A run folder (a train config's `outdir`) holds:
     train/ckpt/last.pth       full state after the latest finished epoch, for resuming (large, never committed)
     train/ckpt/model_<e>.pth  full checkpoints every `save_epoch_freq` epochs
     test/metrics.json, test/confusion_matrix.png
+    analysis/receptive_field.json|.png   what the trained model's output depends on (receptive_field.py)
+    analysis/offsets.json                its offsets and masks over test images (deformable variants)
 
 A run is *done* when its record says all epochs are trained and the final weights exist: that is what a
 fresh clone has for committed runs, so compare.py needs no `last.pth` to know it can skip them. A compare
@@ -101,6 +103,22 @@ class RunLayout:
     def confusion_png(self):
         return self.test / "confusion_matrix.png"
 
+    @property
+    def analysis(self):
+        return self.root / "analysis"
+
+    @property
+    def receptive_field_json(self):
+        return self.analysis / "receptive_field.json"
+
+    @property
+    def receptive_field_png(self):
+        return self.analysis / "receptive_field.png"
+
+    @property
+    def offsets_json(self):
+        return self.analysis / "offsets.json"
+
     def offsets_png(self, checkpoint):
         """The sampling-point figure of one of the run's checkpoints (visualize_offsets.py)."""
         return self.root / "offsets" / f"offsets_{Path(checkpoint).stem}.png"
@@ -110,7 +128,8 @@ class RunLayout:
 
     def result_files(self):
         """The small files that keep a finished run's result (committed for the standard protocol)."""
-        files = [self.record, self.history_json, self.history_csv, self.loss_png, self.weights, self.metrics, self.confusion_png]
+        files = [self.record, self.history_json, self.history_csv, self.loss_png, self.weights, self.metrics, self.confusion_png,
+                 self.receptive_field_json, self.receptive_field_png, self.offsets_json]
         return [f for f in files if f.exists()]
 
     # --- the status record -------------------------------------------------------------------------
