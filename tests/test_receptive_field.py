@@ -117,6 +117,7 @@ def test_a_protocols_runs_are_analysed_and_reported(tmp_path, synthetic_data):
     assert layout.run("Conv2d", 0).receptive_field_json.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line(tmp_path):
     for args, message in ((["--checkpoint", str(tmp_path / "none.pth"), "--images", "0"], "--images 0: the test set has 10,000 images"),
                           (["--checkpoint", str(tmp_path / "none.pth")], "does not exist")):
