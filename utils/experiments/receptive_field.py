@@ -31,7 +31,6 @@ from utils.plumbing.machine import this_machine
 from utils.plumbing.runs import ProtocolLayout, run_status
 
 IMAGES = 1000  # the first this many official test images
-POSITIONS = ("centre", "border", "corner")
 
 
 def units(height, width):
