@@ -271,3 +271,11 @@ def test_keep_commits_finished_runs_and_the_checkpoint_in_progress(tmp_path, syn
     keep(cfg, checkpoints=False)  # ... so the next round, with no run newly finished, still brings the report up to date
     assert committed_runs() == ["Conv2d", "Conv2d-dilated"]
     assert git("log", "-1", "--format=%s").stdout.strip().endswith("over the 2 runs finished so far")
+
+    # A committed run whose analysis alone is redone is said to be analysed; one whose test files change, tested again.
+    done.receptive_field_json.write_text(done.receptive_field_json.read_text() + "\n")
+    keep(cfg, checkpoints=False)
+    assert "Conv2d seed 0 analysed (effective receptive field, offsets)" in git("log", "-1", "--format=%s").stdout
+    done.metrics.write_text(done.metrics.read_text() + "\n")
+    keep(cfg, checkpoints=False)
+    assert "Conv2d seed 0 tested again (test accuracy" in git("log", "-1", "--format=%s").stdout

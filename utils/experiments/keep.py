@@ -72,8 +72,7 @@ def keep(cfg, checkpoints):
             metrics = json.loads(run.metrics.read_text())
             accuracy = f"test accuracy {metrics['accuracy']:.4f}" + (f", as trained {metrics['as_trained']['accuracy']:.4f}"
                                                                      if metrics.get("bn_statistics") == "precise" else "")
-            tested_again = git("ls-files", "--error-unmatch", str(run.weights), check=False).returncode == 0
-            what = f"tested again ({accuracy})" if tested_again else f"finished ({cfg.num_epoch} epochs, {accuracy})"
+            what = finished_what(run, f"finished ({cfg.num_epoch} epochs, {accuracy})", f"tested again ({accuracy})")
             if commit(run.result_files(), [run.last], f"Protocol {cfg.protocol}: {name} seed {seed} {what}; keep its small result files"):
                 finished.append(f"{name} seed {seed}")
         elif checkpoints and status.state == "partial" and run.last.exists():
@@ -82,6 +81,17 @@ def keep(cfg, checkpoints):
                           f"checkpoint so that a new machine resumes it there")
     if finished or report_is_stale(layout, tested):
         commit_report(cfg, layout, finished)
+
+
+def finished_what(run, first, again):
+    """What a commit of a finished run's files does: `first` for a run git does not hold yet; for one it holds,
+    `again` if its test files changed, else that only its analysis was added or redone (receptive_field.py)."""
+    if git("ls-files", "--error-unmatch", str(run.weights), check=False).returncode != 0:
+        return first
+    changed = [Path(line[3:]).resolve() for line in git("status", "--porcelain", "--", *map(str, run.result_files())).stdout.splitlines()]
+    if changed and all(run.analysis.resolve() in path.parents for path in changed):
+        return "analysed (effective receptive field, offsets)"
+    return again
 
 
 def report_is_stale(layout, tested):
