@@ -23,7 +23,7 @@ from utils.engine.train import Schedule
 from utils.experiments.compare import check_settings, compare
 from utils.plumbing.config import CompareConfig, TrainConfig, load_config, parse_config
 from utils.plumbing.errors import UserError
-from utils.plumbing.runs import ProtocolLayout
+from utils.plumbing.runs import ProtocolLayout, run_status
 
 
 def resnet(variant, conv_ch=(16, 32, 64), **kwargs):
@@ -312,15 +312,24 @@ def test_a_default_config_writes_every_file_as_before(tmp_path, synthetic_data):
 
 
 @pytest.mark.slow
-def test_the_committed_standard_protocol_report_reaggregates_byte_for_byte(tmp_path, monkeypatch):
-    """What the later keys must not change: the committed runs of the `full` protocol, aggregated again, give the
-    committed report (the figures aside: their bytes depend on matplotlib's version)."""
-    committed = ROOT / "result" / "full"
-    shutil.copytree(committed, tmp_path / "result" / "full", ignore=shutil.ignore_patterns("ckpt", "*.png", "*.log", "lock"))
+@pytest.mark.parametrize("protocol", ["full", "reference", "resnet"])
+def test_a_committed_protocol_report_reaggregates_byte_for_byte(tmp_path, monkeypatch, protocol):
+    """What a fresh clone gets: a protocol's committed runs (ckpt/ is never committed) count as done, and aggregated
+    again they give the committed report (the figures aside: their bytes depend on matplotlib's version). For the
+    `full` protocol this is also what the later keys must not change."""
+    cfg = load_config(ROOT / "config" / f"compare_{protocol}.json", CompareConfig, ["aggregate_only=true"])
+    committed = ROOT / cfg.outdir
+    if not (committed / "comparison.json").exists():
+        pytest.skip(f"no run of the {protocol} protocol has finished yet")
+    copy = tmp_path / cfg.outdir
+    shutil.copytree(committed, copy, ignore=shutil.ignore_patterns("ckpt", "*.png", "*.log", "lock"))
     monkeypatch.chdir(tmp_path)
-    compare(load_config(ROOT / "config" / "compare_full.json", CompareConfig, ["aggregate_only=true"]))
+    finished = json.loads((committed / "comparison.json").read_text())["runs"]
+    layout = ProtocolLayout(cfg.outdir)
+    assert all(run_status(layout.run(r["model"], r["seed"]), cfg.num_epoch).state == "done" for r in finished)
+    compare(cfg)
     for name in ("comparison.json", "comparison.md", "comparison.csv"):
-        assert (tmp_path / "result" / "full" / name).read_bytes() == (committed / name).read_bytes(), name
+        assert (copy / name).read_bytes() == (committed / name).read_bytes(), name
 
 
 def test_the_resnet_protocol_config_is_the_recipe_the_issue_asks_for():
