@@ -118,6 +118,25 @@ def test_a_protocols_runs_are_analysed_and_reported(tmp_path, synthetic_data):
 
 
 @pytest.mark.slow
+def test_a_residual_protocol_runs_end_to_end_with_its_analysis(tmp_path, synthetic_data):
+    """The path the residual queue takes after each run: the recipe's training, test, robustness, analysis and report
+    for ResNet-20, whose fixed-grid receptive field (81x81) is larger than the image and whose last stage has six
+    deformable convs."""
+    cfg = tiny_compare_config(tmp_path, seeds=[0], models=["Conv2d", "DeformConv2d"], network="resnet20", conv_ch=[4, 8, 8],
+                              optimizer="sgd", learning_rate=0.1, lr_schedule="cosine", warmup_epochs=1, augmentation="crop-flip")
+    compare(cfg)
+    layout = ProtocolLayout(cfg.outdir)
+    report = json.loads(layout.file("comparison.json").read_text())
+    rows = {r["model"]: r for r in report["models"]}
+    assert rows["Conv2d"]["receptive_field"]["runs"] == 1 and "robustness" in rows["Conv2d"]
+    field = json.loads(layout.run("DeformConv2d", 0).receptive_field_json.read_text())
+    assert field["fixed_receptive_field"] == 81 and field["positions"]["centre"]["share_outside_fixed"] == 0.0
+    assert len(rows["DeformConv2d"]["offsets"]["layers"]) == 6
+    assert "fixed-grid receptive field (81x81)" in layout.file("comparison.md").read_text()
+    assert layout.file("comparison_receptive_field.png").stat().st_size > 0
+
+
+@pytest.mark.slow
 def test_bad_input_is_one_line(tmp_path):
     for args, message in ((["--checkpoint", str(tmp_path / "none.pth"), "--images", "0"], "--images 0: the test set has 10,000 images"),
                           (["--checkpoint", str(tmp_path / "none.pth")], "does not exist")):
