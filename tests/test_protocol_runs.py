@@ -205,6 +205,35 @@ def test_model_seeds_are_checked(tmp_path, model_seeds, message):
         tiny_compare_config(tmp_path, models=["Conv2d"], model_seeds=model_seeds)
 
 
+def test_keep_watch_commits_checkpoints_once_per_interval_and_survives_a_busy_git(monkeypatch):
+    """--watch --checkpoints-every: finished runs every round, checkpoints in progress only once the interval has
+    passed since the start or the last checkpoints; a failing git round is retried, not fatal."""
+    from utils.experiments import keep as keep_mod
+
+    now, calls = [0.0], []
+
+    def fake_keep(cfg, checkpoints):
+        calls.append((now[0], cfg, checkpoints))
+        if now[0] == 600 and cfg == "b":
+            raise UserError("git commit failed: index.lock exists")
+
+    def fake_sleep(seconds):
+        now[0] += seconds
+        if now[0] > 3600:
+            raise StopIteration
+
+    monkeypatch.setattr(keep_mod, "keep", fake_keep)
+    with pytest.raises(StopIteration):
+        keep_mod.watch(["a", "b"], 300, checkpoint_minutes=20, clock=lambda: now[0], sleep=fake_sleep)
+    assert [t for t, cfg, checkpoints in calls if checkpoints and cfg == "a"] == [1200, 2400, 3600]
+    assert [t for t, cfg, _ in calls if cfg == "b"] == [300 * i for i in range(13)]  # 600's failure did not stop it
+    calls.clear()
+    now[0] = 0.0
+    with pytest.raises(StopIteration):
+        keep_mod.watch(["a"], 300, clock=lambda: now[0], sleep=fake_sleep)
+    assert calls and not any(checkpoints for *_, checkpoints in calls)  # without an interval: never
+
+
 @pytest.mark.slow
 def test_keep_commits_finished_runs_and_the_checkpoint_in_progress(tmp_path, synthetic_data, monkeypatch):
     """keep.py: a finished run's small files (and never its checkpoints), a partial run's last.pth; once that run
