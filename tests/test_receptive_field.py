@@ -132,7 +132,9 @@ def test_a_residual_protocol_runs_end_to_end_with_its_analysis(tmp_path, synthet
     field = json.loads(layout.run("DeformConv2d", 0).receptive_field_json.read_text())
     assert field["fixed_receptive_field"] == 81 and field["positions"]["centre"]["share_outside_fixed"] == 0.0
     assert len(rows["DeformConv2d"]["offsets"]["layers"]) == 6
-    assert "fixed-grid receptive field (81x81)" in layout.file("comparison.md").read_text()
+    md = layout.file("comparison.md").read_text()
+    assert "fixed-grid receptive field (81x81)" in md
+    assert "training saw random crops" in md and "no augmentation in training" not in md  # the robustness copies' caveat
     assert layout.file("comparison_receptive_field.png").stat().st_size > 0
 
 

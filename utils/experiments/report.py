@@ -286,8 +286,11 @@ def render(cfg, rows, pairs, per_run, environment):
         left_out = [n for n in COPIES if n not in names]
         why = (f" Left out: {', '.join(left_out)} — not the same bytes in every run (the runs' machines computed these copies "
                "differently; each run's own figures are in its test/metrics.json).") if left_out else ""
+        # Crops of the 4-pixel padded image are shifts of up to 4 pixels: the shift copies are then what training saw.
+        seen = ("no augmentation in training" if cfg.augmentation == "none" else
+                "training saw random crops, i.e. shifts of up to 4 pixels as in the shift copies, and horizontal flips")
         lines += ["", f"Geometric robustness: test accuracy (mean ± 95 % CI over seeds) on transformed copies of "
-                  f"{robust[0]['robustness']['images']:,} test images (the same bytes for every run; no augmentation in training).{why}", "",
+                  f"{robust[0]['robustness']['images']:,} test images (the same bytes for every run; {seen}).{why}", "",
                   "| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for r in robust:
             cells = [f"{r['robustness']['accuracy'][n]['mean']:.3f} ± {_fmt(r['robustness']['accuracy'][n]['ci95'], '.3f')}" for n in names]
