@@ -26,6 +26,11 @@ class Variant:
         return self.deformable or self.dilation > 1 or self.match_params is not None
 
     @property
+    def learns_predictors(self):
+        """It has offset or mask predictors, so the keys about them (offset_lr_mult, predictor_init) shape its result."""
+        return self.offsets or self.modulated
+
+    @property
     def family(self):
         """Which of the three models of the question this variant is (itself, or the one it is a control of)."""
         return "DeformConv2dv2" if self.modulated else "DeformConv2d" if self.deformable else "Conv2d"

@@ -66,9 +66,10 @@ def test_frozen_offsets_are_exactly_zero_after_training(tmp_path, synthetic_data
     assert masks_moved  # the mask did train
 
 
-def test_offset_lr_mult_zero_keeps_the_predictors_at_their_start(tmp_path, synthetic_data):
+def test_offset_lr_mult_zero_keeps_the_predictors_at_their_start(tmp_path, synthetic_data, capsys):
     cfg = make_train_config(tmp_path, "DeformConv2dv2", num_epoch=1, offset_lr_mult=0.0)
     assert run_script("train", "DeformConv2dv2", write_config(tmp_path / "t.json", cfg)) == 0
+    assert "adamw lr 0.01 (offset/mask predictors x0);" in capsys.readouterr().out  # the log says how it trained
     state = load_checkpoint(tmp_path / "run/train/ckpt/last.pth")
     predictors = {k: v for k, v in state["model"].items() if ".offset." in k or ".mask." in k}
     assert predictors and all(not v.any() for v in predictors.values())  # zero-initialised, never moved

@@ -290,6 +290,31 @@ def test_a_key_missing_from_a_record_means_its_default(tmp_path, synthetic_data)
         check_settings(run, train_cfg(network="resnet20", conv_ch=[4, 8, 8]))
 
 
+def test_the_predictors_keys_change_nothing_without_predictors_and_something_with_them(tmp_path, synthetic_data):
+    """Why a finished Conv2d run is reused when a protocol sets offset_lr_mult or predictor_init: trained both ways
+    it is the same bit for bit, while DCNv1's weights differ (so the keys did reach the optimizer and the model)."""
+    def weights(variant, name, **keys):
+        cfg = make_train_config(tmp_path, variant, outdir=str(tmp_path / name), **{**RECIPE, "num_epoch": 1}, **keys)
+        train_mod.train(parse_config(cfg, TrainConfig))
+        return load_checkpoint(tmp_path / name / "train/ckpt/last.pth")["model"]
+
+    plain, plain_other = weights("Conv2d", "a"), weights("Conv2d", "b", offset_lr_mult=0.1, predictor_init="default")
+    assert plain.keys() == plain_other.keys() and all(torch.equal(plain[k], plain_other[k]) for k in plain)
+    dcn, dcn_other = weights("DeformConv2d", "c"), weights("DeformConv2d", "d", offset_lr_mult=0.1)
+    assert not all(torch.equal(dcn[k], dcn_other[k]) for k in dcn)
+
+
+def test_a_finished_plain_run_is_reused_under_other_predictor_keys_and_a_deformable_one_is_not(tmp_path, synthetic_data):
+    cfg, run = finished_run(tmp_path)
+    keys = {f: getattr(cfg, f) for f in TrainConfig.RESULT_KEYS if f != "random_seed"}
+    as_config = lambda variant, **k: parse_config({"outdir": str(run.root), "variant": variant, **keys, **k}, TrainConfig)  # noqa: E731
+    check_settings(run, as_config("Conv2d", offset_lr_mult=0.1, predictor_init="default"))  # nothing of these in Conv2d
+    with pytest.raises(UserError, match="was trained with offset_lr_mult 1.0, the config says 0.1"):
+        check_settings(run, as_config("DeformConv2d", offset_lr_mult=0.1))  # the same record, read as a DCNv1 run's
+    with pytest.raises(UserError, match='was trained with predictor_init "zeros", the config says "default"'):
+        check_settings(run, as_config("DeformConv2dv2-mask-only", predictor_init="default"))
+
+
 @pytest.mark.slow
 def test_compare_refuses_to_reuse_a_finished_run_for_another_recipe(tmp_path, synthetic_data):
     finished_run(tmp_path)

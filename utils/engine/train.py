@@ -205,7 +205,8 @@ def train(cfg, resume=False, overwrite=False, resume_command="--resume", on_epoc
     elif overwrite:
         clear(run)
     first = state["epoch"] + 1 if state is not None else 1
-    recipe = (f"{cfg.optimizer} lr {cfg.learning_rate:g}" + f", {cfg.warmup_epochs}-epoch warmup" * (cfg.warmup_epochs > 0)
+    predictors = f" (offset/mask predictors x{cfg.offset_lr_mult:g})" * (cfg.offset_lr_mult != 1.0 and bool(model.predictor_parameters()))
+    recipe = (f"{cfg.optimizer} lr {cfg.learning_rate:g}{predictors}" + f", {cfg.warmup_epochs}-epoch warmup" * (cfg.warmup_epochs > 0)
               + f", {cfg.lr_schedule} schedule" * (cfg.lr_schedule != "constant") + f", {cfg.augmentation} augmentation" * (cfg.augmentation != "none"))
     print(f"training {cfg.variant} in {cfg.network} ({count_parameters(model):,} parameters) on {len(train_set):,} images, validating on "
           f"{len(val_set):,}; batch {cfg.batch_size}, {recipe}; {device}{backend_note(backend)}, epochs {first}..{cfg.num_epoch}, writing {run.root}")

@@ -124,6 +124,7 @@ class TrainingKeys(Recorded):
     RESULT_KEYS = ("conv_ch", "batch_size", "test_size", "random_seed", "learning_rate", "weight_decay", "train_subset", "deformable_layers",
                    "offset_lr_mult", "inputs", "bias", "predictor_init", "stratified_split", "validate_in_train_mode",
                    "network", "optimizer", "lr_schedule", "warmup_epochs", "augmentation")
+    PREDICTOR_KEYS = ("offset_lr_mult", "predictor_init")  # of these, the ones that concern only the offset/mask predictors
 
     def result_settings(self):
         """The settings as a run's record keeps them (later keys at their defaults left out)."""
@@ -134,11 +135,15 @@ class TrainingKeys(Recorded):
         shapes the result, in words ("was trained with KEY VALUE ..., the config says VALUE ..."); None where it does
         not. A key the file lacks holds its default."""
         have = self.read_record(recorded, self.RESULT_KEYS)
-        differ = [key for key in self.RESULT_KEYS if have[key] != getattr(self, key)]
+        differ = [key for key in self.shaping_keys() if have[key] != getattr(self, key)]
         if not differ:
             return None
         return (f"was trained with {' and '.join(f'{key} {json.dumps(have[key])}' for key in differ)}, "
                 f"the config says {' and '.join(json.dumps(getattr(self, key)) for key in differ)}")
+
+    def shaping_keys(self):
+        """The RESULT_KEYS a run of this config depends on: all of them, unless the variant is known (TrainConfig)."""
+        return self.RESULT_KEYS
 
     def layer_problem(self, variants):
         """The rules between keys for network, conv_ch and deformable_layers; the problem, or None."""
@@ -163,6 +168,14 @@ class TrainConfig(TrainingKeys):
 
     def problem(self):
         return self.layer_problem([self.variant])
+
+    def shaping_keys(self):
+        """Without offset/mask predictors (Conv2d and the plain controls) their keys change nothing: make_optimizer
+        puts every parameter in one group whatever offset_lr_mult says, and predictor_init has nothing to initialise
+        (a test trains both ways bit for bit). So a protocol that sets them reuses its finished plain runs."""
+        if VARIANTS[self.variant].learns_predictors:
+            return self.RESULT_KEYS
+        return tuple(key for key in self.RESULT_KEYS if key not in self.PREDICTOR_KEYS)
 
 
 @dataclass(frozen=True, kw_only=True)
