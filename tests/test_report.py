@@ -60,6 +60,33 @@ def test_aggregation_math_and_significance():
     assert not by_pair[("Conv2d", "DeformConv2dv2")]["significant"]  # overlapping seeds
 
 
+def test_as_trained_accuracies_get_their_own_paired_differences_and_holm_family(tmp_path):
+    """With precise BN the as-trained accuracies are a second measure: paired by seed, tested, Holm-corrected over the
+    same pairs, and shown beside the precise ones; without it (as trained is the accuracy) nothing is added."""
+    def run(seed, precise_acc, trained_acc):
+        r = fake_run(seed, precise_acc, [0.5])
+        r["metrics"].update(bn_statistics="precise", as_trained={"accuracy": trained_acc})
+        return r
+
+    runs = {"Conv2d": [run(0, 0.50, 0.52), run(1, 0.52, 0.55), run(2, 0.51, 0.53)],
+            "DeformConv2d": [run(0, 0.60, 0.58), run(1, 0.61, 0.62), run(2, 0.62, 0.60)],
+            "DeformConv2dv2": [run(0, 0.60, 0.61), run(1, 0.62, 0.60), run(2, 0.61, 0.64)]}
+    rows, pairs, per_run = summarize(runs)
+    dcn = {(p["a"], p["b"]): p for p in pairs}[("Conv2d", "DeformConv2d")]
+    assert dcn["paired_difference_as_trained"] == pytest.approx(np.mean([-0.06, -0.07, -0.07]))
+    assert dcn["paired_difference_as_trained_ci95"] == pytest.approx(mean_ci([-0.06, -0.07, -0.07])[1])
+    assert dcn["p_paired_as_trained"] == pytest.approx(stats.ttest_rel([0.52, 0.55, 0.53], [0.58, 0.62, 0.60]).pvalue)
+    assert [p["p_paired_as_trained_holm"] for p in pairs] == pytest.approx(holm([p["p_paired_as_trained"] for p in pairs]))
+    assert dcn["paired_difference"] == pytest.approx(-0.10)  # the precise measure is its own
+    cfg = parse_config({"protocol": "t", "outdir": str(tmp_path), "models": list(runs), "seeds": [0, 1, 2]}, CompareConfig)
+    md = render(cfg, rows, pairs, per_run, "")
+    assert "| as trained: paired difference (95 % CI) | p (as trained, Holm) |" in md
+    assert f"| {dcn['paired_difference_as_trained']:+.4f} ({dcn['paired_difference_as_trained'] - dcn['paired_difference_as_trained_ci95']:+.4f}" in md
+    plain = {name: [fake_run(r["seed"], r["metrics"]["accuracy"], [0.5]) for r in rs] for name, rs in runs.items()}
+    assert not any("paired_difference_as_trained" in p for p in summarize(plain)[1])
+    assert "as trained: paired" not in render(cfg, *summarize(plain), "")
+
+
 def test_a_pair_with_one_shared_seed_is_untested_and_outside_holms_family(tmp_path, monkeypatch):
     # A control with one finished seed (a queue half way): its pairs have no test, so "larger than the spread?" must not
     # read "no", and Holm's correction of the tested pairs must not count them (it would inflate their p).
