@@ -121,6 +121,11 @@ def _epoch_seconds_by_host(rs):
     return {host: {"median": float(np.median(s)), "fastest": float(min(s)), "epochs": len(s)} for host, s in sorted(by_host.items()) if s}
 
 
+def _on_seeds(row, key, seeds):
+    """A variant row's per-seed values (`key`) on the given seeds, in their order: what a paired test pairs."""
+    return [row[key][row["seed_list"].index(s)] for s in seeds]
+
+
 def summarize(runs):
     """runs: {variant: [{"seed", "history", "metrics", "record"}, ...]} -> (rows, pairs, per_run)."""
     rows, per_run = [], []
@@ -157,18 +162,14 @@ def summarize(runs):
     pairs = []
     for a, b in combinations(rows, 2):
         common = sorted(set(a["seed_list"]) & set(b["seed_list"]))
-
-        def on_common(row, key):
-            return [row[key][row["seed_list"].index(s)] for s in common]
-
-        pa, pb = on_common(a, "test_accuracies"), on_common(b, "test_accuracies")
+        pa, pb = _on_seeds(a, "test_accuracies", common), _on_seeds(b, "test_accuracies", common)
         paired_mean, paired_ci = mean_ci(np.subtract(pa, pb))  # the difference seed by seed, on the seeds both have
         pairs.append({"a": a["model"], "b": b["model"], "difference": a["test_accuracy_mean"] - b["test_accuracy_mean"],
                       "paired_difference": paired_mean, "paired_difference_ci95": paired_ci,
                       "difference_as_trained": a["test_accuracy_as_trained_mean"] - b["test_accuracy_as_trained_mean"],
                       "paired_seeds": len(common), "p_paired": paired(pa, pb), "p_welch": welch(a["test_accuracies"], b["test_accuracies"])})
         if precise:
-            ta, tb = on_common(a, "test_accuracies_as_trained"), on_common(b, "test_accuracies_as_trained")
+            ta, tb = _on_seeds(a, "test_accuracies_as_trained", common), _on_seeds(b, "test_accuracies_as_trained", common)
             trained_mean, trained_ci = mean_ci(np.subtract(ta, tb))
             pairs[-1].update({"paired_difference_as_trained": trained_mean, "paired_difference_as_trained_ci95": trained_ci,
                               "p_paired_as_trained": paired(ta, tb)})
