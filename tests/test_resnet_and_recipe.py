@@ -273,14 +273,19 @@ def finished_run(tmp_path, **overrides):
     return cfg, ProtocolLayout(cfg.outdir).run("Conv2d", 0)
 
 
+def run_config(cfg, run, variant="Conv2d", **keys):
+    """The train config of `run` under compare config `cfg`, with `keys` changed: what check_settings compares."""
+    shared = {f: getattr(cfg, f) for f in TrainConfig.RESULT_KEYS if f != "random_seed"}
+    return parse_config({"outdir": str(run.root), "variant": variant, **shared, **keys}, TrainConfig)
+
+
 def test_a_key_missing_from_a_record_means_its_default(tmp_path, synthetic_data):
     cfg, run = finished_run(tmp_path)
     record = json.loads(run.record.read_text())
     assert not {"network", "optimizer", "lr_schedule", "warmup_epochs", "augmentation"} & set(record["settings"])  # the default: left out
     del record["settings"]["inputs"]  # a record from before "inputs" existed: it trained standardized images
     run.record.write_text(json.dumps(record))
-    train_cfg = lambda **keys: parse_config({"outdir": str(run.root), "variant": "Conv2d", **{f: getattr(cfg, f) for f in TrainConfig.RESULT_KEYS  # noqa: E731
-                                                                                            if f != "random_seed"}, **keys}, TrainConfig)
+    train_cfg = lambda **keys: run_config(cfg, run, **keys)  # noqa: E731
     check_settings(run, train_cfg())  # its defaults are what the config asks for: reused
     with pytest.raises(UserError, match='was trained with optimizer "adamw", the config says "sgd"'):
         check_settings(run, train_cfg(optimizer="sgd"))
@@ -306,13 +311,11 @@ def test_the_predictors_keys_change_nothing_without_predictors_and_something_wit
 
 def test_a_finished_plain_run_is_reused_under_other_predictor_keys_and_a_deformable_one_is_not(tmp_path, synthetic_data):
     cfg, run = finished_run(tmp_path)
-    keys = {f: getattr(cfg, f) for f in TrainConfig.RESULT_KEYS if f != "random_seed"}
-    as_config = lambda variant, **k: parse_config({"outdir": str(run.root), "variant": variant, **keys, **k}, TrainConfig)  # noqa: E731
-    check_settings(run, as_config("Conv2d", offset_lr_mult=0.1, predictor_init="default"))  # nothing of these in Conv2d
+    check_settings(run, run_config(cfg, run, offset_lr_mult=0.1, predictor_init="default"))  # nothing of these in Conv2d
     with pytest.raises(UserError, match="was trained with offset_lr_mult 1.0, the config says 0.1"):
-        check_settings(run, as_config("DeformConv2d", offset_lr_mult=0.1))  # the same record, read as a DCNv1 run's
+        check_settings(run, run_config(cfg, run, "DeformConv2d", offset_lr_mult=0.1))  # the same record, read as a DCNv1 run's
     with pytest.raises(UserError, match='was trained with predictor_init "zeros", the config says "default"'):
-        check_settings(run, as_config("DeformConv2dv2-mask-only", predictor_init="default"))
+        check_settings(run, run_config(cfg, run, "DeformConv2dv2-mask-only", predictor_init="default"))
 
 
 @pytest.mark.slow
