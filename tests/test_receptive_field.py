@@ -12,7 +12,7 @@ from test_compare_and_offsets import tiny_compare_config
 
 from models.factory import build_model
 from utils.experiments.compare import compare
-from utils.experiments.receptive_field import erf_maps, map_statistics
+from utils.experiments.receptive_field import erf_maps, grid_covers_image, map_statistics
 from utils.plumbing.runs import ProtocolLayout
 
 
@@ -86,6 +86,11 @@ def test_radii_and_the_share_outside_the_fixed_grid():
     assert map_statistics(square, (16, 16), 1)["share_outside_fixed"] == pytest.approx(8 / 9)
 
 
+def test_a_grid_covers_the_image_only_when_it_reaches_every_pixel_from_a_corner():
+    assert grid_covers_image(81, (32, 32)) and grid_covers_image(63, (32, 32))  # half 31: from pixel 0 it reaches 31
+    assert not grid_covers_image(61, (32, 32)) and not grid_covers_image(5, (32, 32)) and not grid_covers_image(81, (32, 42))
+
+
 def test_a_resnet_unit_is_centred_on_its_stride_and_sees_the_whole_image():
     model = build_model("DeformConv2dv2", [4, 8, 8], network="resnet20")
     assert model.feature_stride == 4 and model.fixed_receptive_field() == 81
@@ -107,6 +112,7 @@ def test_a_protocols_runs_are_analysed_and_reported(tmp_path, synthetic_data):
     report = json.loads(layout.file("comparison.json").read_text())
     rows = {r["model"]: r for r in report["models"]}
     assert rows["Conv2d"]["receptive_field"]["runs"] == 2 and "offsets" not in rows["Conv2d"]
+    assert "grid_covers_image" not in rows["Conv2d"]["receptive_field"]  # 5x5: the key stays out, old reports unchanged
     layer = rows["DeformConv2dv2"]["offsets"]["layers"][0]
     assert len(layer["mask_mean_per_tap"]) == 9 and len(layer["share_moved_over_1px"]["values"]) == 2
     md = layout.file("comparison.md").read_text()
@@ -133,7 +139,8 @@ def test_a_residual_protocol_runs_end_to_end_with_its_analysis(tmp_path, synthet
     assert field["fixed_receptive_field"] == 81 and field["positions"]["centre"]["share_outside_fixed"] == 0.0
     assert len(rows["DeformConv2d"]["offsets"]["layers"]) == 6
     md = layout.file("comparison.md").read_text()
-    assert "fixed-grid receptive field (81x81)" in md
+    assert rows["Conv2d"]["receptive_field"]["grid_covers_image"] is True
+    assert "receptive field, 81x81, covers the whole image" in md and "outside 81x81" not in md  # zero by construction: no column
     assert "training saw random crops" in md and "no augmentation in training" not in md  # the robustness copies' caveat
     assert layout.file("comparison_receptive_field.png").stat().st_size > 0
 

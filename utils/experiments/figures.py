@@ -203,9 +203,11 @@ def plot_receptive_fields(reports, path, title):
     """reports: {label: a receptive-field report (utils/experiments/receptive_field.py)}. One column per label, one row per
     unit (centre, border, corner): the normalized gradient map on one logarithmic colour scale for every panel, the
     unit's pixel (red dot) and the plain network's fixed-grid receptive field (dashed square), with the radii holding
-    50 % / 90 % of the mass and the share outside that square."""
+    50 % / 90 % of the mass and the share outside that square; no square and no share where it covers the image."""
     from matplotlib.colors import LogNorm
     from matplotlib.patches import Rectangle
+
+    from utils.experiments.receptive_field import grid_covers_image  # it imports this module (offsets -> figures)
 
     labels = list(reports)
     positions = list(next(iter(reports.values()))["positions"])
@@ -220,14 +222,16 @@ def plot_receptive_fields(reports, path, title):
             ax, entry = axes[row][col], report["positions"][p]
             image = ax.imshow(np.maximum(maps[(label, p)], norm.vmin), cmap="magma", norm=norm, interpolation="nearest")
             cy, cx = entry["pixel"]
-            ax.add_patch(Rectangle((cx - half - 0.5, cy - half - 0.5), side, side, fill=False, ls="--", lw=0.8, ec="cyan"))
+            covers = grid_covers_image(side, maps[(label, p)].shape)  # ResNet-20: the square is the whole image, nothing outside
+            if not covers:
+                ax.add_patch(Rectangle((cx - half - 0.5, cy - half - 0.5), side, side, fill=False, ls="--", lw=0.8, ec="cyan"))
             ax.plot([cx], [cy], "o", ms=3, color="red")
             ax.set_xlim(-0.5, maps[(label, p)].shape[1] - 0.5)  # the square may reach past the image: the panel stays the image
             ax.set_ylim(maps[(label, p)].shape[0] - 0.5, -0.5)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{label}\n" * (row == 0) + f"{p}: r50 {entry['radius_50']:.1f}, r90 {entry['radius_90']:.1f} px\n"
-                         f"outside {side}x{side}: {100 * entry['share_outside_fixed']:.1f} %", fontsize=7)
+            ax.set_title(f"{label}\n" * (row == 0) + f"{p}: r50 {entry['radius_50']:.1f}, r90 {entry['radius_90']:.1f} px"
+                         + f"\noutside {side}x{side}: {100 * entry['share_outside_fixed']:.1f} %" * (not covers), fontsize=7)
     fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, label="share of the gradient mass per pixel")
     fig.suptitle(title, fontsize=10)
     save_figure(fig, path)

@@ -53,6 +53,12 @@ def erf_maps(model, images, batch_size=100):
     return {name: (total / len(images)).cpu().numpy() for name, total in sums.items()}, found
 
 
+def grid_covers_image(side, shape):
+    """Whether a fixed grid of `side` pixels, centred on any pixel of an image of `shape` (H, W), covers the whole image:
+    then no gradient mass can lie outside it (ResNet-20's 81x81 on 32x32), and only the radii tell fields apart."""
+    return side // 2 >= max(shape) - 1
+
+
 def map_statistics(erf, centre, side):
     """Radii holding 50 % and 90 % of the mass around pixel `centre` (y, x), and the share of it outside the square of
     `side` pixels centred there."""

@@ -8,6 +8,7 @@ import numpy as np
 from models.registry import BASE
 from utils.engine.data import CLASSES
 from utils.engine.robustness import COPIES
+from utils.experiments.receptive_field import grid_covers_image
 from utils.experiments.stats import ALPHA, holm, mean_ci, paired, welch
 from utils.plumbing.machine import in_words
 
@@ -79,6 +80,9 @@ def _analysis(rs):
         out["receptive_field"] = {"runs": len(fields), "images": fields[0]["images"], "fixed_receptive_field": fields[0]["fixed_receptive_field"],
                                   "seed_list": [r["seed"] for r in rs if "receptive_field" in r],
                                   "positions": {p: _measures({k: [f["positions"][p][k] for f in fields] for k in keys}) for p in fields[0]["positions"]}}
+        shape = np.shape(next(iter(fields[0]["positions"].values()))["map"])
+        if grid_covers_image(fields[0]["fixed_receptive_field"], shape):
+            out["receptive_field"]["grid_covers_image"] = True  # only when true: the small CNN's reports stay as they were
     summaries = [r["offsets"]["layers"] for r in rs if "offsets" in r]
     if summaries:
         layers = []
@@ -331,18 +335,20 @@ def _analysis_lines(rows):
     if fields:
         first = fields[0]["receptive_field"]
         side, positions = first["fixed_receptive_field"], list(first["positions"])
+        covers = first.get("grid_covers_image", False)  # then the share outside is zero by construction: no column
+        share = (f" (the plain network's fixed-grid receptive field, {side}x{side}, covers the whole image from every unit, so no mass lies "
+                 "outside it)" if covers else f", and the share of the mass outside the plain network's fixed-grid receptive field ({side}x{side})")
         lines += ["", f"Effective receptive field (receptive_field.py; Luo et al. 2016): for a unit of the last block's output before pooling, "
                   f"the mean |gradient| of its channels' sum over the input pixels, over the first {first['images']:,} test images, with the "
-                  "checkpoint's BatchNorm statistics. Radii (pixels) around the unit's pixel holding 50 % / 90 % of the gradient mass, and the "
-                  f"share of the mass outside the plain network's fixed-grid receptive field ({side}x{side}); mean ± 95 % CI over the runs "
-                  "analysed. The units: the feature map's centre, the middle of its top border, its top-left corner. "
+                  f"checkpoint's BatchNorm statistics. Radii (pixels) around the unit's pixel holding 50 % / 90 % of the gradient mass{share}; "
+                  "mean ± 95 % CI over the runs analysed. The units: the feature map's centre, the middle of its top border, its top-left corner. "
                   "Figure: comparison_receptive_field.png.", "",
-                  "| model | runs | " + " | ".join(f"{p}: r50 | r90 | outside {side}x{side}" for p in positions) + " |",
-                  "|---|---|" + "---|---|---|" * len(positions)]
+                  "| model | runs | " + " | ".join(f"{p}: r50 | r90" + f" | outside {side}x{side}" * (not covers) for p in positions) + " |",
+                  "|---|---|" + ("---|---|" + "---|" * (not covers)) * len(positions)]
         for r in fields:
             f = r["receptive_field"]
-            cells = [f"{_ci(f['positions'][p]['radius_50'], '.2f')} | {_ci(f['positions'][p]['radius_90'], '.2f')} | "
-                     f"{_ci(f['positions'][p]['share_outside_fixed'], '.1f', 100)} %" for p in positions]
+            cells = [f"{_ci(f['positions'][p]['radius_50'], '.2f')} | {_ci(f['positions'][p]['radius_90'], '.2f')}"
+                     + f" | {_ci(f['positions'][p]['share_outside_fixed'], '.1f', 100)} %" * (not covers) for p in positions]
             lines.append(f"| {r['model']} | {f['runs']} | " + " | ".join(cells) + " |")
     moved = [r for r in rows if "offsets" in r]
     if moved:
