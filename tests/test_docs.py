@@ -2,10 +2,12 @@
 import json
 import re
 
+import numpy as np
 import pytest
 from conftest import ROOT
 
 from models.registry import BASE
+from utils.experiments.stats import mean_ci
 
 PAGES = [ROOT / "README.md", ROOT / "result" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -54,9 +56,9 @@ def test_the_readme_answer_is_the_committed_report():
         assert cells[5] == f"{row['test_accuracy_as_trained_mean']:.4f} ± {row['test_accuracy_as_trained_std']:.4f}", line
 
 
-def readme_table(header):
-    """{first cell: cells} of the README table whose header row starts with `header`."""
-    lines = (ROOT / "README.md").read_text().splitlines()
+def readme_table(header, page=ROOT / "README.md"):
+    """{first cell: cells} of the table in `page` (the README) whose header row starts with `header`."""
+    lines = page.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(header))
     rows = {}
     for line in lines[start + 2:]:  # past the header and the |---| row
@@ -100,11 +102,11 @@ def test_the_readme_controls_are_the_committed_report():
         assert cells[4:7] == [paired(report, control, m) for m in BASE], cells
 
 
-def test_the_readme_robustness_is_the_committed_report():
-    """Each variant's row of the README's robustness table: points lost and fraction kept (mean ± CI), and their
-    paired differences to Conv2d, as the report has them."""
+def test_the_robustness_table_is_the_committed_report():
+    """Each variant's row of docs/results.md's robustness table (the README links it): points lost and fraction kept
+    (mean ± CI), and their paired differences to Conv2d, as the report has them."""
     report = json.loads((ROOT / "result/full/comparison.json").read_text())
-    rows = readme_table("| model | seeds | points lost |")
+    rows = readme_table("| model | seeds | points lost |", ROOT / "docs" / "results.md")
     assert set(rows) == {row["model"] for row in report["models"]}
     for row in report["models"]:
         cells, lost, kept, one = rows[row["model"]], row["robustness"]["drop"], row["robustness"]["retained"], row["seeds"] < 2
@@ -114,3 +116,48 @@ def test_the_readme_robustness_is_the_committed_report():
         if row["model"] != "Conv2d":
             assert cells[4] == paired(report, row["model"], "Conv2d", "robustness_drop"), cells
             assert cells[5] == paired(report, row["model"], "Conv2d", "robustness_retained", fraction), cells
+
+
+def named_seeds(cell):
+    """The seeds a README row names: "0", "0, 1" or "0–2"."""
+    if "–" in cell:
+        first, last = cell.split("–")
+        return list(range(int(first), int(last) + 1))
+    return [int(s) for s in cell.split(",")]
+
+
+def test_the_readme_residual_table_is_the_committed_report():
+    """Each row of the README's residual table, over the seeds it names (a run that lands later leaves the row true,
+    only behind): the test accuracy with precise BN and as trained (one seed: its value; more: mean ± std), − Conv2d
+    in points paired by seed (more seeds: with the 95 % CI) for both, and the median of the runs' median seconds per
+    training epoch with its ratio to Conv2d's, as result/resnet/comparison.json has them."""
+    report = json.loads((ROOT / "result/resnet/comparison.json").read_text())
+    runs = {(r["model"], r["seed"]): r for r in report["runs"]}
+    rows = readme_table("| model | seeds | test accuracy, precise BN |")
+    names = {"Conv2d": "Conv2d", "DeformConv2d": "DeformConv2d (DCNv1)", "DeformConv2dv2": "DeformConv2dv2 (DCNv2)",
+             "DeformConv2dv2-mask-only": "DeformConv2dv2-mask-only"}
+    assert "Conv2d" in rows and set(rows) <= set(names.values()), rows
+
+    def accuracy(values):
+        return f"{np.mean(values):.4f}" + (f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else "")
+
+    def difference(a, b):
+        mean, ci = mean_ci(100 * (np.array(a) - np.array(b)))
+        return f"{mean:+.1f}".replace("-", "−") + ("" if len(a) < 2 else f" ({mean - ci:+.1f} to {mean + ci:+.1f})".replace("-", "−"))
+
+    for model, name in names.items():
+        if name not in rows:
+            continue
+        cells, seeds = rows[name], named_seeds(rows[name][1])
+        mine = [runs[(model, s)] for s in seeds]
+        base = [runs[("Conv2d", s)] for s in seeds]  # a KeyError: the README names a seed the report lacks
+        precise, trained = [r["test_accuracy"] for r in mine], [r["test_accuracy_as_trained"] for r in mine]
+        assert cells[2:4] == [accuracy(precise), accuracy(trained)], cells
+        seconds = float(np.median([r["train_seconds_per_epoch"] for r in mine]))
+        if model == "Conv2d":
+            assert cells[4:6] == ["—", f"{seconds:.0f}"], cells
+            continue
+        expected = (f"{difference(precise, [r['test_accuracy'] for r in base])} / "
+                    f"{difference(trained, [r['test_accuracy_as_trained'] for r in base])}")
+        base_seconds = float(np.median([r["train_seconds_per_epoch"] for r in base]))
+        assert cells[4:6] == [expected, f"{seconds:.0f} ({seconds / base_seconds:.2f}x)"], cells
