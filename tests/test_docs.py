@@ -56,8 +56,8 @@ def test_the_readme_answer_is_the_committed_report():
         assert cells[5] == f"{row['test_accuracy_as_trained_mean']:.4f} ± {row['test_accuracy_as_trained_std']:.4f}", line
 
 
-def readme_table(header, page=ROOT / "README.md"):
-    """{first cell: cells} of the table in `page` (the README) whose header row starts with `header`."""
+def markdown_table(header, page=ROOT / "README.md"):
+    """{first cell: cells} of the table in `page` (by default the README) whose header row starts with `header`."""
     lines = page.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(header))
     rows = {}
@@ -92,7 +92,7 @@ def test_the_readme_controls_are_the_committed_report():
     model in points with its paired 95 % CI, as the report has them."""
     report = json.loads((ROOT / "result/full/comparison.json").read_text())
     models = {row["model"]: row for row in report["models"]}
-    rows = readme_table("| control | what it changes |")
+    rows = markdown_table("| control | what it changes |")
     controls = [name for name in models if name not in BASE]
     assert controls and set(rows) == set(controls), "a row for every control the report has, and no other"
     for control in controls:
@@ -106,7 +106,7 @@ def test_the_robustness_table_is_the_committed_report():
     """Each variant's row of docs/results.md's robustness table (the README links it): points lost and fraction kept
     (mean ± CI), and their paired differences to Conv2d, as the report has them."""
     report = json.loads((ROOT / "result/full/comparison.json").read_text())
-    rows = readme_table("| model | seeds | points lost |", ROOT / "docs" / "results.md")
+    rows = markdown_table("| model | seeds | points lost |", ROOT / "docs" / "results.md")
     assert set(rows) == {row["model"] for row in report["models"]}
     for row in report["models"]:
         cells, lost, kept, one = rows[row["model"]], row["robustness"]["drop"], row["robustness"]["retained"], row["seeds"] < 2
@@ -133,7 +133,7 @@ def test_the_readme_residual_table_is_the_committed_report():
     training epoch with its ratio to Conv2d's, as result/resnet/comparison.json has them."""
     report = json.loads((ROOT / "result/resnet/comparison.json").read_text())
     runs = {(r["model"], r["seed"]): r for r in report["runs"]}
-    rows = readme_table("| model | seeds | test accuracy, precise BN |")
+    rows = markdown_table("| model | seeds | test accuracy, precise BN |")
     names = {"Conv2d": "Conv2d", "DeformConv2d": "DeformConv2d (DCNv1)", "DeformConv2dv2": "DeformConv2dv2 (DCNv2)",
              "DeformConv2dv2-mask-only": "DeformConv2dv2-mask-only"}
     assert "Conv2d" in rows and set(rows) <= set(names.values()), rows
@@ -142,8 +142,8 @@ def test_the_readme_residual_table_is_the_committed_report():
         return f"{np.mean(values):.4f}" + (f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else "")
 
     def difference(a, b):
-        mean, ci = mean_ci(100 * (np.array(a) - np.array(b)))
-        return f"{mean:+.1f}".replace("-", "−") + ("" if len(a) < 2 else f" ({mean - ci:+.1f} to {mean + ci:+.1f})".replace("-", "−"))
+        mean, ci = mean_ci(np.array(a) - np.array(b))
+        return points(mean) + ("" if len(a) < 2 else f" ({points(mean - ci)} to {points(mean + ci)})")
 
     for model, name in names.items():
         if name not in rows:
