@@ -44,6 +44,21 @@ def test_precise_bn_is_the_plain_average_of_the_batch_statistics(synthetic_data)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
 
 
+def test_precise_bn_over_the_training_augmentation_sees_the_crops_zero_borders():
+    """White images: un-augmented, every pixel is 1; a crop shifted by (dy, dx) keeps (32-|dy|)(32-|dx|) of them, and
+    |d| uniform over -4..4 averages 20/9, so the mean over crops is (1 - 20/9/32)^2 = 0.866 (flips change nothing)."""
+    white = data_mod.ImageSet(torch.full((2048, 3, 32, 32), 255, dtype=torch.uint8), torch.zeros(2048, dtype=torch.long))
+    bn = torch.nn.BatchNorm2d(3)
+    precise_bn(bn, white, 128, "cpu")
+    torch.testing.assert_close(bn.running_mean, torch.ones(3))
+    precise_bn(bn, white, 128, "cpu", augmentation="crop-flip", seed=5)
+    torch.testing.assert_close(bn.running_mean, torch.full((3,), (1 - 20 / 9 / 32) ** 2), atol=0.01, rtol=0)
+    assert bn.running_var.min() > 0.05  # the zeros of the borders spread it; un-augmented it is 0
+    again = torch.nn.BatchNorm2d(3)
+    precise_bn(again, white, 128, "cpu", augmentation="crop-flip", seed=5)
+    torch.testing.assert_close(again.running_mean, bn.running_mean, atol=0, rtol=0)  # the seed fixes the draw
+
+
 def synthetic_set_of(n):
     from conftest import synthetic_set
 
@@ -63,11 +78,12 @@ def test_the_test_reports_both_on_the_runs_own_split_and_leaves_the_checkpoint_a
     before = hashlib.sha256(weights.read_bytes()).hexdigest()
     used = []
     real = precise_bn
-    monkeypatch.setattr("utils.engine.testing.precise_bn", lambda model, data, bs, device: used.append((data, bs)) or real(model, data, bs, device))
+    monkeypatch.setattr("utils.engine.testing.precise_bn", lambda model, data, bs, *rest: used.append((data, bs, *rest[1:])) or real(model, data, bs, *rest))
     assert run_script("test", "Conv2d", write_config(tmp_path / "test.json", make_test_config(tmp_path, model=str(weights)))) == 0
     train_split, _ = data_mod.Split.of(cfg).draw(data_mod.load_cifar10(None, True, False))
-    (data, batch_size), = used
+    (data, batch_size, augmentation, _), = used
     assert torch.equal(data.images, train_split.images) and batch_size == cfg.batch_size  # the run's own split, its batch size
+    assert augmentation == "none" and "augmentation" not in json.loads((tmp_path / "run/test/metrics.json").read_text())["precise_bn"]
     m = json.loads((tmp_path / "run/test/metrics.json").read_text())
     assert m["bn_statistics"] == "precise" and m["accuracy"] == m["precise_bn"]["accuracy"]
     for block in (m["as_trained"], m["precise_bn"]):
@@ -86,6 +102,16 @@ def test_the_test_reports_both_on_the_runs_own_split_and_leaves_the_checkpoint_a
     m = json.loads((tmp_path / "run/test/metrics.json").read_text())
     assert m["bn_statistics"] == "as trained" and m["accuracy"] == m["as_trained"]["accuracy"] and "skipped" in m["precise_bn"]
 
+    # precise_bn_augmented: the run's own augmentation, drawn from its seed, and said in metrics.json and the output.
+    aug = tmp_path / "aug"
+    train_tiny(aug, augmentation="crop-flip", random_seed=3)
+    used.clear()
+    test_cfg = make_test_config(aug, model=str(aug / "run/train/weights.pth"), precise_bn_augmented=True, robustness=False)
+    assert run_script("test", "Conv2d", write_config(aug / "test.json", test_cfg)) == 0
+    assert [u[2:] for u in used] == [("crop-flip", 3)]
+    assert json.loads((aug / "run/test/metrics.json").read_text())["precise_bn"]["augmentation"] == "crop-flip"
+    assert "(crop-flip, as trained)" in capsys.readouterr().out
+
 
 @pytest.mark.slow
 def test_compare_tests_again_a_run_tested_before_precise_bn(tmp_path, synthetic_data, monkeypatch):
@@ -101,6 +127,9 @@ def test_compare_tests_again_a_run_tested_before_precise_bn(tmp_path, synthetic_
     assert metrics["bn_statistics"] == "precise" and rows[0]["test_accuracies"] == [metrics["accuracy"]]
     assert rows[0]["test_accuracies_as_trained"] == [metrics["as_trained"]["accuracy"]]
     assert "as trained" in (tmp_path / "cmp/comparison.md").read_text()
+    metrics["precise_bn"]["augmentation"] = "crop-flip"  # a check run into the run's folder (precise_bn_augmented)
+    run.metrics.write_text(json.dumps(metrics))
+    assert needs_test(run, wanted)  # not what a protocol reports: tested again
 
 
 def reference_state(model):

@@ -50,17 +50,18 @@ class PreciseBN:
 
 
 @torch.no_grad()
-def precise_bn(model, data, batch_size, device):
+def precise_bn(model, data, batch_size, device, augmentation="none", seed=0):
     """Re-estimate every BatchNorm layer's running mean and variance for the model's current (fixed) weights: a
     plain average of the batch statistics over `data` in its own order, in batches of `batch_size` (a last,
-    smaller batch is left out: every batch counts the same). EMA running statistics describe the weights of the
-    last few hundred steps, which still move at every step without a learning-rate decay (Wu & Johnson,
-    "Rethinking 'Batch' in BatchNorm", 2021). torch.optim.swa_utils.update_bn does the work: it resets the
+    smaller batch is left out: every batch counts the same); with `augmentation` "crop-flip", over one draw of
+    crops and flips seeded by `seed` (Batches' epoch 0, which training never uses): the kind of images it normalised.
+    EMA running statistics describe the weights of the last few hundred steps, which still move at every step
+    without a learning-rate decay (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021). torch.optim.swa_utils.update_bn does the work: it resets the
     statistics and sets momentum None (a cumulative average) for the pass; no_grad here: it builds no graphs."""
     whole = len(data) // batch_size * batch_size
     if whole == 0:
         raise ValueError(f"precise_bn: {len(data)} images make no whole batch of {batch_size}")
     start = time.perf_counter()
-    update_bn(Batches(data.subset(torch.arange(whole)), batch_size, device), model)
+    update_bn(Batches(data.subset(torch.arange(whole)), batch_size, device, seed=seed, augmentation=augmentation), model)
     model.eval()
     return PreciseBN(whole, whole // batch_size, batch_size, time.perf_counter() - start)

@@ -27,16 +27,18 @@ def scores(result):
 
 def estimate_bn(cfg, state, model, device):
     """Precise BatchNorm statistics on the run's own training split (the split its checkpoint's config defines), in
-    batches of its training batch size; (PreciseBN, None), or (None, why not)."""
+    batches of its training batch size, un-augmented unless `precise_bn_augmented` asks for the run's own
+    augmentation; (PreciseBN, augmentation, None), or (None, None, why not)."""
     if not cfg.precise_bn:
-        return None, "turned off (precise_bn false)"
+        return None, None, "turned off (precise_bn false)"
     split = data_mod.Split.recorded(state.get("config"))
     if split is None:
-        return None, "the checkpoint does not record its training split (weights from elsewhere): its own statistics are used"
+        return None, None, "the checkpoint does not record its training split (weights from elsewhere): its own statistics are used"
     train_set, _ = split.draw(data_mod.load_cifar10(cfg.data_dir, train=True, download=cfg.download))
     if cfg.precise_bn_images is not None:
         train_set = train_set.subset(torch.arange(min(cfg.precise_bn_images, len(train_set))))
-    return precise_bn(model, train_set, state["config"].get("batch_size", 32), device), None
+    augmentation = state["config"].get("augmentation", "none") if cfg.precise_bn_augmented else "none"
+    return precise_bn(model, train_set, state["config"].get("batch_size", 32), device, augmentation, split.seed), augmentation, None
 
 
 def _count(scores_, images):
@@ -63,7 +65,7 @@ def run_test(cfg, script_variant=None):
     print(f"testing {name} ({count_parameters(model):,} parameters) from {cfg.model} on {len(test_set):,} test images, {device}{backend_note(backend)}")
     test_batches = data_mod.Batches(test_set, cfg.batch_size, device)
     as_trained = evaluate(model, test_batches)
-    bn, skipped = estimate_bn(cfg, state, model, device)
+    bn, augmentation, skipped = estimate_bn(cfg, state, model, device)
     precise = evaluate(model, test_batches) if bn else None
     headline = precise or as_trained
     metrics = {
@@ -77,7 +79,9 @@ def run_test(cfg, script_variant=None):
         "bn_statistics": "precise" if bn else "as trained",
         **scores(headline),
         "as_trained": scores(as_trained),
-        "precise_bn": {**scores(precise), **dataclasses.asdict(bn), "subset": cfg.precise_bn_images} if bn else {"skipped": skipped},
+        # "augmentation" only when not "none": metrics.json files written before it stay as they were.
+        "precise_bn": ({**scores(precise), **dataclasses.asdict(bn), "subset": cfg.precise_bn_images,
+                        **({"augmentation": augmentation} if augmentation != "none" else {})} if bn else {"skipped": skipped}),
         "images_per_second": as_trained.images / as_trained.seconds,
         "device": str(device),
         "dcn_backend": backend,
@@ -92,7 +96,8 @@ def run_test(cfg, script_variant=None):
     print(f"test accuracy as trained: {_count(metrics['as_trained'], as_trained.images)}")
     if bn:
         print(f"test accuracy with precise BatchNorm statistics: {_count(metrics['precise_bn'], precise.images)} (re-estimated on "
-              f"{bn.images:,} training images of the run's split, {bn.batches:,} batches of {bn.batch_size}, in {bn.seconds:.1f} s)")
+              f"{bn.images:,} training images of the run's split{'' if augmentation == 'none' else f' ({augmentation}, as trained)'}, "
+              f"{bn.batches:,} batches of {bn.batch_size}, in {bn.seconds:.1f} s)")
     else:
         print(f"precise BatchNorm statistics: skipped, {skipped}")
     per_class = ", ".join(f"{c} {metrics['as_trained']['per_class_accuracy'][c]:.3f}" + (f"/{metrics['per_class_accuracy'][c]:.3f}" if bn else "")

@@ -68,7 +68,8 @@ def needs_test(run, cfg):
     if tested_epoch(run) != cfg.num_epoch:
         return True
     report = json.loads(run.metrics.read_text())
-    if cfg.precise_bn and (report.get("bn_statistics") != "precise" or report["precise_bn"]["subset"] != cfg.precise_bn_images):
+    if cfg.precise_bn and (report.get("bn_statistics") != "precise" or report["precise_bn"]["subset"] != cfg.precise_bn_images
+                           or "augmentation" in report["precise_bn"]):  # a protocol's statistics are un-augmented
         return True
     if not cfg.robustness:
         return False

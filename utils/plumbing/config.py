@@ -196,6 +196,9 @@ class TestConfig:
     # (the as-trained accuracy is reported beside it); images: null = the whole training split.
     precise_bn: bool = default(boolean, True)
     precise_bn_images: Optional[int] = default(optional_subset, None)
+    # A check, not a protocol's setting: the statistics over the run's own training augmentation instead of the
+    # un-augmented images (for a run trained on crops, which of the two its downstream weights expect).
+    precise_bn_augmented: bool = default(boolean, False)
 
 
 @dataclass(frozen=True)
