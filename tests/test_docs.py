@@ -161,3 +161,18 @@ def test_the_readme_residual_table_is_the_committed_report():
                     f"{difference(trained, [r['test_accuracy_as_trained'] for r in base])}")
         base_seconds = float(np.median([r["train_seconds_per_epoch"] for r in base]))
         assert cells[4:6] == [expected, f"{seconds:.0f} ({seconds / base_seconds:.2f}x)"], cells
+
+
+def test_the_batchnorm_check_table_is_the_committed_files():
+    """docs/results.md's check of the residual runs: as trained and the report's precise figure from each run's own
+    metrics.json, the crop-flip one from the check's metrics.json, which says it was estimated over crops."""
+    rows = markdown_table("| run | as trained | precise BN, un-augmented", ROOT / "docs" / "results.md")
+    assert len(rows) >= 5
+    for run, cells in rows.items():
+        model, seed = run.split(" seed ")
+        tested = json.loads((ROOT / f"result/resnet/{model}/seed_{seed}/test/metrics.json").read_text())
+        check = json.loads((ROOT / f"result/resnet-precise-bn-check/{model}/seed_{seed}/test/metrics.json").read_text())
+        assert "augmentation" not in tested["precise_bn"] and check["precise_bn"]["augmentation"] == "crop-flip"
+        assert check["as_trained"]["correct"] == tested["as_trained"]["correct"]  # the same weights, the same test
+        expected = [f"{tested['as_trained']['accuracy']:.4f}", f"{tested['precise_bn']['accuracy']:.4f}", f"{check['precise_bn']['accuracy']:.4f}"]
+        assert cells[1:] == expected, cells
